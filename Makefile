@@ -1,0 +1,53 @@
+# rlrepro — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+ARGS ?= paper=drqv2 env=cheetah_run
+export MUJOCO_GL ?= egl
+export PYTHONHASHSEED ?= 0
+
+.DEFAULT_GOAL := help
+.PHONY: help install run smoke test test-slow lint format typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0    # first: a CPU wheel here; an unpinned torch pulls a multi-GB CUDA build
+	$(PIP) install torch==2.13.0 -e '.[dev]'
+	$(PY) -c "import torch, mujoco, dm_control, gymnasium, hydra; print('torch', torch.__version__, 'mujoco', mujoco.__version__)"
+	touch $@
+
+install: $(VENV)/.installed ## create the virtual environment and install everything (idempotent)
+
+run: install ## run a job: make run ARGS="paper=drqv2 env=cheetah_run"
+	$(PY) run.py $(ARGS)
+
+smoke: install ## a sub-minute CPU run of ARGS with debug=smoke
+	OMP_NUM_THREADS=1 $(PY) run.py $(ARGS) debug=smoke
+
+test: install ## run the test suite (CPU, under 15 minutes on 2 cores)
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q
+
+test-slow: install ## run only the tests marked slow
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q -m slow
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+typecheck: install ## mypy on common/
+	$(VENV)/bin/mypy
+
+bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures go to bench/RESULTS.md)
+	$(PY) bench/bench_env.py | tee bench/env.json
+	$(PY) bench/bench_replay.py | tee bench/replay.json
+	$(PY) bench/bench_update.py | tee bench/update.json
+
+clean: ## remove caches (keeps runs/ and the venv)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache MUJOCO_LOG.TXT

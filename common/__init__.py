@@ -1,0 +1,1 @@
+"""rlrepro's shared core: environments, replay, networks, the run loop and its plumbing."""

@@ -1,0 +1,17 @@
+"""Errors that reach the user as one line: what is wrong and how to fix it."""
+
+
+class RlreproError(Exception):
+    """Base class. `run.py` prints ``error: <message>`` and exits with status 2, with no traceback."""
+
+
+class ConfigError(RlreproError):
+    """A configuration value is impossible (wrong type, out of range, inconsistent with another)."""
+
+
+class EnvError(RlreproError):
+    """An environment cannot be built or rendered (unknown task or camera, missing GL backend)."""
+
+
+class CheckpointError(RlreproError):
+    """A checkpoint or saved buffer is missing, corrupt, or belongs to another run."""

@@ -1,0 +1,107 @@
+"""From a composed config to a finished run: the run directory, the paper's loop, and the exit status.
+
+`run.py` calls `start()` for a new run and `resume()` for `resume=<run_dir>`. A paper's loop is the dotted
+path `paper.loop`; its agent is `paper.entry`. Nothing here names a paper.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from common.errors import CheckpointError, ConfigError
+from common.registry import import_entry
+from common.runtime import (
+    RunContext,
+    StopFlag,
+    config_hash,
+    new_run_info,
+    resolve_device,
+    seed_everything,
+    write_json,
+)
+
+CONFIG_FILE = "config.yaml"
+INFO_FILE = "run.json"
+STATUS_FILE = "status.json"
+
+
+def _config_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def start(cfg: DictConfig, run_dir: Path) -> float:
+    """Start a new run in `run_dir`, or continue it when it already holds this very config (a SLURM requeue)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / CONFIG_FILE
+    if saved.exists():
+        same = config_hash(OmegaConf.load(saved)) == config_hash(cfg)  # type: ignore[arg-type]
+        if not same:
+            raise ConfigError(f"run directory {run_dir} already holds another run; choose a new hydra.run.dir")
+        return resume(run_dir, [])
+    text = _config_yaml(cfg)
+    saved.write_text(text)
+    info = new_run_info(cfg)
+    write_json(run_dir / INFO_FILE, info)
+    frozen = OmegaConf.create(text)
+    return _run(frozen, run_dir, resuming=False, info=info)  # type: ignore[arg-type]
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"resume={run_dir}: no {CONFIG_FILE} there; pass a run directory made by run.py")
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def resume(run_dir: Path, overrides: Sequence[str]) -> float:
+    """Continue `run_dir` with its saved config. Only `paper=`/`env=` naming the same choices may be given."""
+    cfg = load_run_config(run_dir)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in ("paper", "env"):
+            saved = cfg.paper.name if key == "paper" else cfg.env.name
+            if value != saved and not str(saved).startswith(value + "_"):
+                raise ConfigError(
+                    f"resume={run_dir} was made with {key}={saved}, not {key}={value}: "
+                    f"drop {key}= or resume a {value} run"
+                )
+        else:
+            raise ConfigError(
+                f"resume continues a run with its saved config; remove '{override}' "
+                f"(or start a new run with it)"
+            )
+    info_path = run_dir / INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.exists() else new_run_info(cfg)
+    return _run(cfg, run_dir, resuming=True, info=info)
+
+
+def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
+    if resuming and not (run_dir / "checkpoints").exists():
+        raise CheckpointError(f"resume={run_dir}: the run has no checkpoints/ yet; start it again instead")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    loop = import_entry(cfg.paper.loop)
+    status = {"state": "running", "started": time.time(), "resumed": resuming}
+    write_json(run_dir / STATUS_FILE, status)
+    with StopFlag() as stop:
+        ctx = RunContext(run_dir=run_dir, device=device, resuming=resuming, stop=stop, info=info)
+        try:
+            score = loop(cfg, ctx)
+        except BaseException as e:
+            write_json(run_dir / STATUS_FILE, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"})
+            raise
+    state = "preempted" if stop else "finished"
+    write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": score})
+    if stop:
+        print(f"stopped with a checkpoint; continue with: python run.py resume={run_dir}", file=sys.stderr)
+    return score

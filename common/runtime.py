@@ -1,0 +1,128 @@
+"""Per-run plumbing shared by every loop: device, seeding, the run directory and stop signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from common.errors import ConfigError
+from common.registry import ROOT
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` → cuda when available, else cpu. Asking for cuda on a machine without it is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise ConfigError(f"device={spec!r} is not a torch device; use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec} but CUDA is not available here; use device=auto or device=cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved config minus `resume`: two runs with equal hashes ran the same thing."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    container.pop("resume", None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    try:
+        return {"sha": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR2 (SLURM preemption and time limits) and the first Ctrl-C; loops poll it,
+    write a checkpoint and return. A second Ctrl-C interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nreceived {signal.Signals(signum).name}: checkpointing and exiting", file=sys.stderr)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@dataclass
+class RunContext:
+    """What a loop gets besides the config."""
+
+    run_dir: Path
+    device: torch.device
+    resuming: bool
+    stop: StopFlag
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def new_run_info(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "paper": cfg.paper.name,
+        "env": cfg.env.name,
+        "seed": cfg.seed,
+        "tag": cfg.tag,
+        "config_hash": config_hash(cfg),
+        "git": git_state(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+        "wandb_id": uuid.uuid4().hex[:8],
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }

@@ -1,0 +1,57 @@
+"""rlrepro entry point.
+
+    python run.py paper=drqv2 env=cheetah_run            # a new run in runs/<paper>/<env>/<time>_s<seed>/
+    python run.py paper=drqv2 env=dog --cfg job          # print the composed config
+    python run.py resume=runs/drqv2/cheetah_run/...      # continue a run from its latest checkpoint
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from common.errors import RlreproError
+
+
+def _fail(error: RlreproError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from common.config import check_overrides
+    from common.launch import start
+
+    hc = HydraConfig.get()
+    try:
+        group_choices = [f"{g}={c}" for g, c in hc.runtime.choices.items() if c is not None and "/" not in g]
+        baseline = hydra.compose(config_name="config", overrides=group_choices)
+        check_overrides(cfg, baseline, hc.overrides.task, groups=hc.runtime.choices.keys())
+        return start(cfg, Path(hc.runtime.output_dir))
+    except RlreproError as e:
+        _fail(e)
+    raise AssertionError("unreachable")
+
+
+def _resume_target(argv: list[str]) -> tuple[str | None, list[str]]:
+    rest = [a for a in argv if not a.startswith("resume=")]
+    targets = [a.partition("=")[2] for a in argv if a.startswith("resume=")]
+    return (targets[-1] if targets and targets[-1] not in ("", "null") else None), rest
+
+
+if __name__ == "__main__":
+    target, others = _resume_target(sys.argv[1:])
+    if target is None:
+        main()
+    else:
+        from common.launch import resume
+
+        try:
+            resume(Path(target), others)
+        except RlreproError as e:
+            _fail(e)

@@ -1,0 +1,138 @@
+"""Composition, registration and config validation."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from common.config import check_overrides
+from common.errors import ConfigError
+from common.registry import CONF_DIR, ROOT, config_choices, import_entry, paper_packages
+
+PAPERS = config_choices("paper")
+ENVS = config_choices("env")
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_every_paper_has_a_package_and_every_package_a_config():
+    assert set(PAPERS) == set(paper_packages()), (
+        f"conf/paper/*.yaml {sorted(PAPERS)} and papers/*/ {sorted(paper_packages())} must match"
+    )
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_paper_entry_points_import(paper):
+    cfg = _compose(f"paper={paper}", "env=cheetah_run")
+    assert cfg.paper.name == paper
+    assert callable(import_entry(cfg.paper.entry))
+    assert callable(import_entry(cfg.paper.loop))
+    assert (ROOT / "papers" / paper / "README.md").exists()
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_paper_env_pair_composes_and_resolves(paper, env):
+    cfg = _compose(f"paper={paper}", f"env={env}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["paper"]["train"]["num_frames"] > 0
+    assert resolved["env"]["name"].startswith(env)
+
+
+def test_paper_env_specialisation_is_applied():
+    base = _compose("paper=drqv2", "env=cheetah_run")
+    humanoid = _compose("paper=drqv2", "env=humanoid_run")
+    assert base.paper.agent.lr == pytest.approx(1e-4) and base.paper.agent.feature_dim == 50
+    assert humanoid.paper.agent.lr == pytest.approx(8e-5) and humanoid.paper.agent.feature_dim == 100
+
+
+def test_difficulty_selects_budget_and_schedule():
+    # drqv2 cfgs/task: walker_walk easy, cheetah_run medium, humanoid_run hard
+    easy, medium, hard = (_compose("paper=drqv2", f"env={e}") for e in ("walker_walk", "cheetah_run", "humanoid_run"))
+    assert (easy.paper.train.num_frames, easy.paper.agent.stddev_schedule) == (1100000, "linear(1.0,0.1,100000)")
+    assert (medium.paper.train.num_frames, medium.paper.agent.stddev_schedule) == (3100000, "linear(1.0,0.1,500000)")
+    assert (hard.paper.train.num_frames, hard.paper.agent.stddev_schedule) == (30100000, "linear(1.0,0.1,2000000)")
+
+
+def test_dog_task_is_selectable():
+    cfg = _compose("paper=drqv2", "env=dog", "env.task=trot")
+    assert cfg.env.domain == "dog" and cfg.env.task == "trot" and cfg.env.name == "dog_trot"
+    assert _compose("paper=drqv2", "env=dog").env.name == "dog_run"
+
+
+def test_smoke_debug_and_experiment_compose():
+    smoke = _compose("paper=drqv2", "env=dog", "debug=smoke")
+    assert smoke.device == "cpu" and smoke.paper.buffer.batch_size <= 16 and smoke.paper.train.num_frames <= 1000
+    exp = _compose("experiment=drqv2_cheetah_bf16")
+    assert exp.paper.name == "drqv2" and exp.env.name == "cheetah_run" and exp.precision == "bf16"
+
+
+def test_unknown_key_rejected_by_struct_mode():
+    with pytest.raises(Exception, match="lrr"):
+        _compose("paper=drqv2", "env=cheetah_run", "paper.agent.lrr=0.1")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed='abc' has the wrong type: expected int"),
+        ("paper.agent.lr=fast", "paper.agent.lr='fast' has the wrong type: expected float"),
+        ("paper.buffer.batch_size=1.5", "expected int"),
+        ("env.fast_render=3", "expected bool"),
+        ("paper.agent.stddev_schedule=0.2", "quote it"),
+    ],
+)
+def test_wrong_type_rejected(override, message):
+    base = _compose("paper=drqv2", "env=cheetah_run")
+    cfg = _compose("paper=drqv2", "env=cheetah_run", override)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_overrides(cfg, base, [override], groups=["paper", "env"])
+
+
+def test_right_types_accepted():
+    overrides = ["seed=3", "paper.agent.lr=1", "paper.agent.stddev_schedule='0.2'", "paper=drqv2", "resume=/x"]
+    base = _compose("paper=drqv2", "env=cheetah_run")
+    cfg = _compose("env=cheetah_run", *overrides)
+    check_overrides(cfg, base, overrides, groups=["paper", "env"])  # no error
+
+
+def test_cli_unknown_paper_lists_choices(cli):
+    proc = cli("paper=nosuchpaper", "env=cheetah_run")
+    assert proc.returncode != 0
+    assert "Could not find 'paper/nosuchpaper'" in proc.stderr and "drqv2" in proc.stderr
+
+
+def test_cli_unknown_env_lists_choices(cli):
+    proc = cli("paper=drqv2", "env=nosuchenv")
+    assert proc.returncode != 0
+    assert "Could not find 'env/nosuchenv'" in proc.stderr and "cheetah_run" in proc.stderr
+
+
+def test_cli_unknown_key_and_wrong_type(cli, tmp_path):
+    proc = cli("paper=drqv2", "env=cheetah_run", "paper.agent.lrr=0.1", f"hydra.run.dir={tmp_path}/a")
+    assert proc.returncode != 0 and "lrr" in proc.stderr
+    proc = cli("paper=drqv2", "env=cheetah_run", "seed=abc", f"hydra.run.dir={tmp_path}/b")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: seed='abc' has the wrong type")
+    assert not (tmp_path / "b" / "config.yaml").exists()
+
+
+def test_cfg_job_prints_composed_config(cli):
+    proc = cli("paper=drqv2", "env=dog", "--cfg", "job", "--resolve")
+    assert proc.returncode == 0, proc.stderr
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.paper.agent.lr == pytest.approx(8e-5) and cfg.env.task == "run"
+
+
+def test_no_paper_imported_by_common():
+    # registration is configuration: common/ never imports a paper package
+    for path in (ROOT / "common").rglob("*.py"):
+        text = path.read_text()
+        assert "import papers" not in text and "from papers" not in text, path
+    importlib.import_module("common.launch")
