@@ -44,6 +44,9 @@ def start(cfg: DictConfig, run_dir: Path) -> float:
         if not same:
             raise ConfigError(f"run directory {run_dir} already holds another run; choose a new hydra.run.dir")
         return resume(run_dir, [])
+    validate = getattr(import_entry(cfg.paper.loop), "validate", None)
+    if validate is not None:
+        validate(cfg)  # impossible sizes fail before the run directory is written
     text = _config_yaml(cfg)
     saved.write_text(text)
     info = new_run_info(cfg)

@@ -181,3 +181,6 @@ def _eval(agent: Any, env: Env, episodes: int, step: int, repeat: int, c: dict, 
     c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
     elapsed = c["elapsed"] + time.perf_counter() - clock
     logger.log("eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed})
+
+
+train_online.validate = validate_online  # type: ignore[attr-defined]  # run before the run dir is written
