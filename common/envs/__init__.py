@@ -1,0 +1,167 @@
+"""`make_env`: DeepMind Control and Gymnasium MuJoCo tasks behind one `Env` interface.
+
+The suites are imported lazily inside `make_env`, after `ensure_headless_gl` has chosen a GL backend.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from common.envs.gl import ensure_headless_gl
+
+ensure_headless_gl()  # before anything imports mujoco, dm_control or gymnasium's MuJoCo envs
+
+from common.envs.base import Env, EnvSpec, Step  # noqa: E402
+from common.errors import ConfigError, EnvError  # noqa: E402
+
+if TYPE_CHECKING:
+    import mujoco
+
+__all__ = ["Env", "EnvSpec", "FrameStack", "Step", "make_env"]
+
+
+def make_env(
+    cfg: Mapping, *, pixels: bool, action_repeat: int, frame_stack: int, image_size: int, seed: int
+) -> Env:
+    """Build the environment described by the `env` config section (read, never written).
+
+    Keys: `suite` ("dmc" | "gym"), `name`; dmc: `domain`, `task`; gym: `id`; optional `camera`
+    (index or name; null = the suite's default view), `max_episode_frames` (null = the task's own limit),
+    `fast_render` (tests only: cheaper rendering that changes the pixels).
+    """
+    suite = cfg.get("suite")
+    where = f" (env {cfg.get('name')})" if cfg.get("name") else ""
+    for key, value, low in (("action_repeat", action_repeat, 1), ("frame_stack", frame_stack, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    if pixels and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    if not pixels and frame_stack != 1:
+        raise ConfigError(f"frame_stack must be 1 for state observations, got {frame_stack}{where}")
+    max_frames = cfg.get("max_episode_frames")
+    if max_frames is not None and (
+        isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
+    ):
+        raise ConfigError(f"env.max_episode_frames must be null or an integer >= 1, got {max_frames!r}")
+    camera = cfg.get("camera")
+    if camera is not None and (isinstance(camera, bool) or not isinstance(camera, (int, str))):
+        raise ConfigError(f"env.camera must be an integer, a camera name or null, got {camera!r}")
+    common: dict[str, Any] = dict(
+        pixels=pixels,
+        action_repeat=action_repeat,
+        image_size=image_size,
+        camera=camera,
+        max_episode_frames=max_frames,
+        fast_render=bool(cfg.get("fast_render", False)),
+        seed=seed,
+    )
+
+    env: Env
+    if suite == "dmc":
+        from common.envs.dmc import make_dmc
+
+        env = make_dmc(_required(cfg, "domain"), _required(cfg, "task"), **common)
+    elif suite == "gym":
+        from common.envs.gym_mujoco import make_gym
+
+        env = make_gym(_required(cfg, "id"), **common)
+    else:
+        raise ConfigError(f"env.suite must be 'dmc' or 'gym', got {suite!r}{where}")
+    if pixels and frame_stack > 1:
+        env = FrameStack(env, frame_stack)
+    return env
+
+
+def _required(cfg: Mapping, key: str) -> str:
+    value = cfg.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"env.{key} must be a non-empty string for suite {cfg.get('suite')!r}, got {value!r}"
+        )
+    return value
+
+
+class FrameStack:
+    """Stacks the last `k` pixel frames on the channel axis; a reset fills the stack with the first frame."""
+
+    def __init__(self, env: Env, k: int) -> None:
+        self._env = env
+        self._frames: deque[np.ndarray] = deque(maxlen=k)
+        c, h, w = env.spec.frame_shape
+        self.spec = replace(env.spec, obs_shape=(k * c, h, w), frame_stack=k)
+
+    def reset(self) -> Step:
+        step = self._env.reset()
+        for _ in range(self._frames.maxlen or 0):
+            self._frames.append(step.obs)
+        step.obs = np.concatenate(self._frames, axis=0)
+        return step
+
+    def step(self, action: np.ndarray) -> Step:
+        step = self._env.step(action)
+        self._frames.append(step.obs)
+        step.obs = np.concatenate(self._frames, axis=0)
+        return step
+
+    def get_rng_state(self) -> dict[str, Any]:
+        return self._env.get_rng_state()
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self._env.set_rng_state(state)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+# ---- helpers shared by the suite modules ----
+
+
+def action_affine(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(scale, offset)` mapping [-1, 1] onto [low, high], or None when the bounds already are [-1, 1]."""
+    low, high = np.asarray(low), np.asarray(high)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise EnvError(f"action bounds must be finite to rescale from [-1, 1], got low={low} high={high}")
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return None
+    return (high - low) / 2.0, (high + low) / 2.0
+
+
+def resolve_camera(model: mujoco.MjModel, camera: int | str, where: str) -> int:
+    """The fixed-camera index for `camera` (index, or name; -1 = free camera), else an `EnvError`."""
+    import mujoco
+
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) or "" for i in range(model.ncam)]
+    if isinstance(camera, str) and camera in names:
+        return names.index(camera)
+    if isinstance(camera, int) and -1 <= camera < model.ncam:
+        return camera
+    valid = ", ".join(f"{i} ({n!r})" if n else str(i) for i, n in enumerate(names))
+    raise EnvError(
+        f"unknown camera {camera!r} for {where}; valid cameras: {valid or 'none'}, or -1 (free camera)"
+    )
+
+
+def apply_fast_render(model: mujoco.MjModel, image_size: int) -> None:
+    """Cheaper rendering for tests (no MSAA, small shadow map, no shadows or reflections). Changes pixels."""
+    model.vis.quality.offsamples = 0
+    model.vis.quality.shadowsize = 512
+    model.light_castshadow[:] = 0
+    model.mat_reflectance[:] = 0
+    model.vis.global_.offwidth = image_size
+    model.vis.global_.offheight = image_size
+
+
+def as_jsonable(value: Any) -> Any:
+    """Numpy arrays and scalars (also inside tuples, lists, dicts) as plain lists, ints, floats."""
+    if isinstance(value, dict):
+        return {str(k): as_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
