@@ -76,8 +76,16 @@ def evaluate(agent: Any, env: Env, episodes: int, step: int) -> dict[str, float]
 def train_online(cfg: DictConfig, ctx: RunContext) -> float:
     """Train `cfg.paper.entry` online on `cfg.env`; returns the final evaluation return."""
     validate_online(cfg)
-    p, t = cfg.paper, cfg.paper.train
     env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed)  # drqv2 seeds both alike
+    try:
+        return _train_online(cfg, ctx, env, eval_env)
+    finally:
+        env.close()
+        eval_env.close()
+
+
+def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> float:
+    p, t = cfg.paper, cfg.paper.train
     agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
     replay = NStepReplay(env.spec, p.buffer.capacity, p.buffer.nstep, p.buffer.discount, seed=cfg.seed)
     checkpointer = Checkpointer(ctx.run_dir, cfg.checkpoint.keep)
@@ -170,14 +178,14 @@ def train_online(cfg: DictConfig, ctx: RunContext) -> float:
     save_checkpoint(mid_episode=False)
     score = float(c["last_eval_return"])
     logger.close({"final_eval_return": score})
-    env.close()
-    eval_env.close()
     return score
 
 
 def _eval(agent: Any, env: Env, episodes: int, step: int, repeat: int, c: dict, logger: RunLogger,
           clock: float) -> None:
     result = evaluate(agent, env, episodes, step)
+    if hasattr(agent, "diagnostics"):  # optional: agent state worth reading next to returns (e.g. dormant ratio)
+        result.update(agent.diagnostics())
     c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
     elapsed = c["elapsed"] + time.perf_counter() - clock
     logger.log("eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed})
