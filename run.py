@@ -1,8 +1,8 @@
 """rlrepro entry point.
 
-    python run.py paper=drqv2 env=cheetah_run            # a new run in runs/<paper>/<env>/<time>_s<seed>/
-    python run.py paper=drqv2 env=dog --cfg job          # print the composed config
-    python run.py resume=runs/drqv2/cheetah_run/...      # continue a run from its latest checkpoint
+python run.py paper=drqv2 env=cheetah_run            # a new run in runs/<paper>/<env>/<time>_s<seed>/
+python run.py paper=drqv2 env=dog --cfg job          # print the composed config
+python run.py resume=runs/drqv2/cheetah_run/...      # continue a run from its latest checkpoint
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class Checkpointer:
         self.dir = run_dir / "checkpoints"
         self.keep = max(1, keep)
 
-    def save(self, frame: int, state: dict[str, Any], meta: dict[str, Any], replay: SavesToDirectory | None) -> Path:
+    def save(
+        self, frame: int, state: dict[str, Any], meta: dict[str, Any], replay: SavesToDirectory | None
+    ) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"frame_{frame:010d}"
         tmp = self.dir / f".tmp_frame_{frame:010d}"
@@ -67,7 +69,7 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> Path | None:
-        """The checkpoint `latest` names, or else the newest complete one (e.g. after deleting a corrupt one)."""
+        """The checkpoint `latest` names, else the newest complete one (e.g. after deleting a corrupt one)."""
         pointer = self.dir / "latest"
         if pointer.exists():
             path = self.dir / pointer.read_text().strip()
@@ -97,11 +99,14 @@ class Checkpointer:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for truncated or foreign files
             raise CheckpointError(
-                f"checkpoint {path / 'state.pt'} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                f"checkpoint {path / 'state.pt'} cannot be read "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                 f"it is corrupt: delete {path.name} to fall back to an earlier checkpoint"
             ) from e
         if replay is not None:
             if not (path / "replay").is_dir():
-                raise CheckpointError(f"checkpoint {path} has no replay/ directory but the config expects one")
+                raise CheckpointError(
+                    f"checkpoint {path} has no replay/ directory but the config expects one"
+                )
             replay.load(path / "replay")
         return state

@@ -39,8 +39,10 @@ def _compatible(default: Any, value: Any) -> bool:
     return True
 
 
-def check_overrides(cfg: DictConfig, baseline: DictConfig, overrides: Iterable[str], groups: Iterable[str]) -> None:
-    """Reject command-line values whose type differs from the default's, and values for keys that do not exist.
+def check_overrides(
+    cfg: DictConfig, baseline: DictConfig, overrides: Iterable[str], groups: Iterable[str]
+) -> None:
+    """Reject command-line values whose type differs from the default's, and keys that do not exist.
 
     `baseline` is the config composed with the same group choices but none of the value overrides.
     Group selections (`paper=drqv2`) and `hydra.*` keys are not checked here: Hydra checks those.

@@ -36,13 +36,15 @@ def _config_yaml(cfg: DictConfig) -> str:
 
 
 def start(cfg: DictConfig, run_dir: Path) -> float:
-    """Start a new run in `run_dir`, or continue it when it already holds this very config (a SLURM requeue)."""
+    """Start a new run in `run_dir`, or continue it when it holds this very config (a SLURM requeue)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         same = config_hash(OmegaConf.load(saved)) == config_hash(cfg)  # type: ignore[arg-type]
         if not same:
-            raise ConfigError(f"run directory {run_dir} already holds another run; choose a new hydra.run.dir")
+            raise ConfigError(
+                f"run directory {run_dir} already holds another run; choose a new hydra.run.dir"
+            )
         return resume(run_dir, [])
     validate = getattr(import_entry(cfg.paper.loop), "validate", None)
     if validate is not None:
@@ -101,7 +103,9 @@ def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
         try:
             score = loop(cfg, ctx)
         except BaseException as e:
-            write_json(run_dir / STATUS_FILE, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"})
+            write_json(
+                run_dir / STATUS_FILE, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"}
+            )
             raise
     state = "preempted" if stop else "finished"
     write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": score})

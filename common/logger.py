@@ -68,14 +68,18 @@ def wandb_mode(requested: str) -> str:
     if requested != "auto":
         return requested
     netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.exists() and "api.wandb.ai" in netrc.read_text()
+    )
     return "online" if has_key else "offline"
 
 
 class RunLogger:
     """Writes `train.jsonl` and `eval.jsonl` in the run directory and mirrors every row to W&B."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_id: str, total_frames: int, start_frame: int) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, wandb_id: str, total_frames: int, start_frame: int
+    ) -> None:
         self.train = MetricsFile(run_dir / "train.jsonl")
         self.eval = MetricsFile(run_dir / "eval.jsonl")
         self._wandb = None
@@ -111,7 +115,9 @@ class RunLogger:
         """Append a row to `<kind>.jsonl` ("train" or "eval") and mirror it."""
         getattr(self, kind).write(row)
         if self._wandb is not None:
-            finite = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            finite = {
+                f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)
+            }
             self._wandb.log(finite, step=int(row["frame"]))
         if kind == "eval":
             self._postfix["eval"] = f"{row['episode_return']:.1f}"

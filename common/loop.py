@@ -40,7 +40,10 @@ def validate_online(cfg: DictConfig) -> None:
             f"paper.buffer.batch_size={b.batch_size} exceeds paper.buffer.capacity={b.capacity}; "
             f"lower the batch or raise the capacity",
         ),
-        (cfg.checkpoint.every_frames > 0, f"checkpoint.every_frames={cfg.checkpoint.every_frames} must be positive"),
+        (
+            cfg.checkpoint.every_frames > 0,
+            f"checkpoint.every_frames={cfg.checkpoint.every_frames} must be positive",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -96,18 +99,31 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
     eval_every = max(1, t.eval_every_frames // repeat)
     ckpt_every = max(1, cfg.checkpoint.every_frames // repeat)
 
-    c: dict[str, Any] = {"step": 0, "episode": 0, "updates": 0, "last_eval_step": -1,
-                         "next_ckpt_step": ckpt_every, "elapsed": 0.0, "last_eval_return": float("nan")}
+    c: dict[str, Any] = {
+        "step": 0,
+        "episode": 0,
+        "updates": 0,
+        "last_eval_step": -1,
+        "next_ckpt_step": ckpt_every,
+        "elapsed": 0.0,
+        "last_eval_return": float("nan"),
+    }
     positions = None
     if ctx.resuming:
         path = checkpointer.latest()
         if path is None:
-            raise ConfigError(f"resume={ctx.run_dir}: no complete checkpoint in checkpoints/; start a new run")
-        state = checkpointer.load(path, {"paper": p.name, "env": cfg.env.name}, replay if cfg.checkpoint.replay else None)
+            raise ConfigError(
+                f"resume={ctx.run_dir}: no complete checkpoint in checkpoints/; start a new run"
+            )
+        state = checkpointer.load(
+            path, {"paper": p.name, "env": cfg.env.name}, replay if cfg.checkpoint.replay else None
+        )
         try:
             agent.load_state_dict(state["agent"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})") from e
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})"
+            ) from e
         c.update(state["counters"])
         torch.set_rng_state(state["torch_rng"])
         env.set_rng_state(state["env_rng"])
@@ -116,8 +132,13 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
         if state["mid_episode"]:
             replay.end_episode()  # the interrupted episode ends here as a truncation
 
-    logger = RunLogger(cfg, ctx.run_dir, ctx.info["wandb_id"], total_frames=total_steps * repeat,
-                       start_frame=c["step"] * repeat)
+    logger = RunLogger(
+        cfg,
+        ctx.run_dir,
+        ctx.info["wandb_id"],
+        total_frames=total_steps * repeat,
+        start_frame=c["step"] * repeat,
+    )
     if positions is not None:
         logger.restore(positions)
 
@@ -136,18 +157,28 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
 
     clock = time.perf_counter()
     metrics, ts = Averager(), None
+    episode_clock = clock
     while c["step"] < total_steps:
         step = c["step"]
         if ts is None or ts.done:
             if ts is not None:  # an episode just ended
                 c["episode"] += 1
                 elapsed = c["elapsed"] + time.perf_counter() - clock
-                logger.log("train", {
-                    "frame": step * repeat, "step": step, "episode": c["episode"],
-                    "episode_return": ts.episode_return, "episode_length": ts.episode_length,
-                    "buffer_size": len(replay), "updates": c["updates"], **metrics.pop(),
-                    "time": elapsed, "fps": ts.episode_length * repeat / max(1e-9, time.perf_counter() - episode_clock),
-                })
+                logger.log(
+                    "train",
+                    {
+                        "frame": step * repeat,
+                        "step": step,
+                        "episode": c["episode"],
+                        "episode_return": ts.episode_return,
+                        "episode_length": ts.episode_length,
+                        "buffer_size": len(replay),
+                        "updates": c["updates"],
+                        **metrics.pop(),
+                        "time": elapsed,
+                        "fps": ts.episode_length * repeat / max(1e-9, time.perf_counter() - episode_clock),
+                    },
+                )
                 if step >= c["next_ckpt_step"]:
                     c["next_ckpt_step"] = (step // ckpt_every + 1) * ckpt_every
                     save_checkpoint(mid_episode=False)
@@ -181,14 +212,17 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
     return score
 
 
-def _eval(agent: Any, env: Env, episodes: int, step: int, repeat: int, c: dict, logger: RunLogger,
-          clock: float) -> None:
+def _eval(
+    agent: Any, env: Env, episodes: int, step: int, repeat: int, c: dict, logger: RunLogger, clock: float
+) -> None:
     result = evaluate(agent, env, episodes, step)
-    if hasattr(agent, "diagnostics"):  # optional: agent state worth reading next to returns (e.g. dormant ratio)
+    if hasattr(agent, "diagnostics"):  # optional agent state shown next to returns (e.g. dormant ratio)
         result.update(agent.diagnostics())
     c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
     elapsed = c["elapsed"] + time.perf_counter() - clock
-    logger.log("eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed})
+    logger.log(
+        "eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
+    )
 
 
 train_online.validate = validate_online  # type: ignore[attr-defined]  # run before the run dir is written

@@ -54,10 +54,13 @@ def test_paper_env_specialisation_is_applied():
 
 def test_difficulty_selects_budget_and_schedule():
     # drqv2 cfgs/task: walker_walk easy, cheetah_run medium, humanoid_run hard
-    easy, medium, hard = (_compose("paper=drqv2", f"env={e}") for e in ("walker_walk", "cheetah_run", "humanoid_run"))
-    assert (easy.paper.train.num_frames, easy.paper.agent.stddev_schedule) == (1100000, "linear(1.0,0.1,100000)")
-    assert (medium.paper.train.num_frames, medium.paper.agent.stddev_schedule) == (3100000, "linear(1.0,0.1,500000)")
-    assert (hard.paper.train.num_frames, hard.paper.agent.stddev_schedule) == (30100000, "linear(1.0,0.1,2000000)")
+    for env, frames, schedule in [
+        ("walker_walk", 1100000, "linear(1.0,0.1,100000)"),
+        ("cheetah_run", 3100000, "linear(1.0,0.1,500000)"),
+        ("humanoid_run", 30100000, "linear(1.0,0.1,2000000)"),
+    ]:
+        cfg = _compose("paper=drqv2", f"env={env}")
+        assert (cfg.paper.train.num_frames, cfg.paper.agent.stddev_schedule) == (frames, schedule), env
 
 
 def test_dog_task_is_selectable():
@@ -68,7 +71,8 @@ def test_dog_task_is_selectable():
 
 def test_smoke_debug_and_experiment_compose():
     smoke = _compose("paper=drqv2", "env=dog", "debug=smoke")
-    assert smoke.device == "cpu" and smoke.paper.buffer.batch_size <= 16 and smoke.paper.train.num_frames <= 1000
+    assert smoke.device == "cpu" and smoke.paper.buffer.batch_size <= 16
+    assert smoke.paper.train.num_frames <= 1000
     exp = _compose("experiment=drqv2_cheetah_bf16")
     assert exp.paper.name == "drqv2" and exp.env.name == "cheetah_run" and exp.precision == "bf16"
 
@@ -96,7 +100,7 @@ def test_wrong_type_rejected(override, message):
 
 
 def test_right_types_accepted():
-    overrides = ["seed=3", "paper.agent.lr=1", "paper.agent.stddev_schedule='0.2'", "paper=drqv2", "resume=/x"]
+    overrides = ["seed=3", "paper.agent.lr=1", "paper.agent.stddev_schedule='0.2'", "paper=drqv2", "tag=x"]
     base = _compose("paper=drqv2", "env=cheetah_run")
     cfg = _compose("env=cheetah_run", *overrides)
     check_overrides(cfg, base, overrides, groups=["paper", "env"])  # no error
