@@ -62,12 +62,17 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
     )
 
 
-def evaluate(agent: Any, env: Env, episodes: int, step: int) -> dict[str, float]:
-    """Mean return and length of `episodes` deterministic episodes (the policy mean)."""
+def evaluate(agent: Any, env: Env, episodes: int, step: int, stop: Any = False) -> dict[str, float] | None:
+    """Mean return and length of `episodes` deterministic episodes (the policy mean).
+
+    Returns None when `stop` becomes true first (a signal arrived): the evaluation is then redone on resume.
+    """
     returns, lengths = [], []
     for _ in range(episodes):
         ts = env.reset()
         while not ts.done:
+            if stop:
+                return None
             with torch.no_grad():
                 action = agent.act(ts.obs, step, eval_mode=True)
             ts = env.step(action)
@@ -186,8 +191,11 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
             replay.add_first(ts.obs)
             episode_clock = time.perf_counter()
 
-        if step % eval_every == 0 and c["last_eval_step"] != step:
-            _eval(agent, eval_env, t.eval_episodes, step, repeat, c, logger, clock)
+        due = step % eval_every == 0 and c["last_eval_step"] != step
+        if due and not _eval(agent, eval_env, t.eval_episodes, step, repeat, c, logger, clock, ctx.stop):
+            save_checkpoint(mid_episode=True)
+            logger.close()
+            return float(c["last_eval_return"])
 
         with torch.no_grad():
             action = agent.act(ts.obs, step, eval_mode=False)
@@ -213,9 +221,22 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
 
 
 def _eval(
-    agent: Any, env: Env, episodes: int, step: int, repeat: int, c: dict, logger: RunLogger, clock: float
-) -> None:
-    result = evaluate(agent, env, episodes, step)
+    agent: Any,
+    env: Env,
+    episodes: int,
+    step: int,
+    repeat: int,
+    c: dict,
+    logger: RunLogger,
+    clock: float,
+    stop: Any = False,
+) -> bool:
+    """Evaluate and log a row; False (and the eval env's RNG rewound) when a stop signal cut it short."""
+    rng = env.get_rng_state()
+    result = evaluate(agent, env, episodes, step, stop)
+    if result is None:
+        env.set_rng_state(rng)  # so the checkpoint repeats this evaluation exactly on resume
+        return False
     if hasattr(agent, "diagnostics"):  # optional agent state shown next to returns (e.g. dormant ratio)
         result.update(agent.diagnostics())
     c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
@@ -223,6 +244,7 @@ def _eval(
     logger.log(
         "eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
     )
+    return True
 
 
 train_online.validate = validate_online  # type: ignore[attr-defined]  # run before the run dir is written
