@@ -202,3 +202,23 @@ def test_resuming_a_finished_run_changes_nothing(finished_run, tmp_path):
     before = _rows(run_dir / "eval.jsonl")
     run_cli(f"resume={run_dir}", check=True)
     assert _rows(run_dir / "eval.jsonl") == before
+
+
+def test_sigterm_during_a_long_evaluation_exits_promptly(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *SMOKE, "env=cheetah_run", "paper.train.eval_episodes=100000",
+         f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run_dir / "status.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(3)  # inside the frame-0 evaluation, which would take many minutes
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "preempted"
+    assert not (run_dir / "eval.jsonl").exists() or not read_metrics(run_dir / "eval.jsonl")
+    assert (run_dir / "checkpoints" / "latest").exists()
