@@ -95,7 +95,7 @@ class RunLogger:
                 id=wandb_id,
                 resume="allow",
                 dir=str(run_dir),
-                mode=mode,
+                mode=mode,  # type: ignore[arg-type]
                 tags=[t for t in (cfg.paper.name, cfg.env.name, cfg.tag) if t],
                 config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
             )

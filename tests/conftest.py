@@ -20,15 +20,18 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run `python run.py ARGS` from the repo root and capture its output."""
+def run_cli(
+    *args: str, timeout: float = 300, check: bool = False, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python run.py ARGS` from the repo root and capture its output (`env`: None unsets a variable)."""
+    merged = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        env={k: v for k, v in merged.items() if v is not None},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"run.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -222,3 +222,14 @@ def test_sigterm_during_a_long_evaluation_exits_promptly(tmp_path):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "preempted"
     assert not (run_dir / "eval.jsonl").exists() or not read_metrics(run_dir / "eval.jsonl")
     assert (run_dir / "checkpoints" / "latest").exists()
+
+
+def test_wandb_offline_mirror_lives_in_the_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    home = tmp_path / "home"  # no API key anywhere: `auto` must choose offline
+    env = {"WANDB_MODE": None, "HOME": str(home), "WANDB_CACHE_DIR": str(tmp_path / "cache")}
+    run_cli(*SMOKE, "env=cheetah_run", "logger.wandb.enabled=true", "paper.train.num_frames=200",
+            f"hydra.run.dir={run_dir}", env=env, check=True)  # fmt: skip
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("run-*.wandb"))
+    assert read_metrics(run_dir / "eval.jsonl")  # the files stay the source of truth
