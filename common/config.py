@@ -7,6 +7,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 
@@ -39,6 +40,30 @@ def _compatible(default: Any, value: Any) -> bool:
     return True
 
 
+def _declared_missing(cfg: DictConfig, key: str) -> bool:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return False
+    # `leaf in parent` is False for a `???` value; the key list still has it
+    return leaf in list(parent.keys()) and OmegaConf.is_missing(parent, leaf)
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    """The config as YAML with every interpolation filled in; a one-line ConfigError for `???` values
+    left unset or interpolations that cannot resolve (e.g. a per-task table without the chosen task)."""
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            names = ", ".join(missing)
+            raise ConfigError(f"{names} must be set: add e.g. {missing[0]}=<value> to the command")
+        return OmegaConf.to_yaml(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        where = f" at {e.full_key}" if getattr(e, "full_key", None) else ""
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"the config cannot be resolved{where}: {first}") from e
+
+
 def check_overrides(
     cfg: DictConfig, baseline: DictConfig, overrides: Iterable[str], groups: Iterable[str]
 ) -> None:
@@ -54,6 +79,8 @@ def check_overrides(
         if key in group_names or key.startswith("hydra.") or key == "hydra" or override.is_delete():
             continue
         default = OmegaConf.select(baseline, key, default=_MISSING, throw_on_missing=False)
+        if default is _MISSING and _declared_missing(baseline, key):
+            continue  # a `???` value: any value fills it
         if default is _MISSING:
             raise ConfigError(
                 f"unknown key '{key}': it is not in the composed config; "

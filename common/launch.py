@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from common.config import resolved_yaml
 from common.errors import CheckpointError, ConfigError
 from common.registry import import_entry
 from common.runtime import (
@@ -31,12 +32,9 @@ INFO_FILE = "run.json"
 STATUS_FILE = "status.json"
 
 
-def _config_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
 def start(cfg: DictConfig, run_dir: Path) -> float:
     """Start a new run in `run_dir`, or continue it when it holds this very config (a SLURM requeue)."""
+    text = resolved_yaml(cfg)  # unresolvable or unset values fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
@@ -49,7 +47,6 @@ def start(cfg: DictConfig, run_dir: Path) -> float:
     validate = getattr(import_entry(cfg.paper.loop), "validate", None)
     if validate is not None:
         validate(cfg)  # impossible sizes fail before the run directory is written
-    text = _config_yaml(cfg)
     saved.write_text(text)
     info = new_run_info(cfg)
     write_json(run_dir / INFO_FILE, info)

@@ -140,3 +140,23 @@ def test_no_paper_imported_by_common():
         text = path.read_text()
         assert "import papers" not in text and "from papers" not in text, path
     importlib.import_module("common.launch")
+
+
+def test_mandatory_values_accept_any_override_and_must_be_set():
+    from common.config import resolved_yaml
+
+    base = _compose("paper=drm", "env=hopper")  # DrM's per-task values are `???` for Gymnasium envs
+    with pytest.raises(ConfigError, match="max_perturb_factor, paper.agent.target_lambda must be set"):
+        resolved_yaml(base)
+    overrides = ["paper.agent.max_perturb_factor=0.9", "paper.agent.target_lambda=0.6"]
+    cfg = _compose("paper=drm", "env=hopper", *overrides)
+    check_overrides(cfg, base, overrides, groups=["paper", "env"])
+    assert "max_perturb_factor: 0.9" in resolved_yaml(cfg)
+
+
+def test_unresolvable_interpolation_is_one_line():
+    from common.config import resolved_yaml
+
+    cfg = _compose("paper=drm", "env=dog", "env.task=runn")
+    with pytest.raises(ConfigError, match="cannot be resolved at paper.agent.max_perturb_factor"):
+        resolved_yaml(cfg)
