@@ -7,6 +7,7 @@ path `paper.loop`; its agent is `paper.entry`. Nothing here names a paper.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -105,7 +106,8 @@ def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
             )
             raise
     state = "preempted" if stop else "finished"
-    write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": score})
+    final = score if math.isfinite(score) else None  # no evaluation finished yet: null, not NaN
+    write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": final})
     if stop:
         print(f"stopped with a checkpoint; continue with: python run.py resume={run_dir}", file=sys.stderr)
     return score

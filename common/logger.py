@@ -125,6 +125,14 @@ class RunLogger:
             self._postfix["ep"] = f"{row['episode_return']:.1f}"
         self.bar.set_postfix(self._postfix, refresh=False)
 
+    def status(self, text: str | None) -> None:
+        """Show what the run is doing besides stepping (e.g. a long evaluation) on the progress bar."""
+        if text is None:
+            self._postfix.pop("now", None)
+        else:
+            self._postfix["now"] = text
+        self.bar.set_postfix(self._postfix, refresh=True)
+
     def positions(self) -> dict[str, int]:
         return {"train": self.train.rows, "eval": self.eval.rows}
 

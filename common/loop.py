@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,14 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
     )
 
 
-def evaluate(agent: Any, env: Env, episodes: int, step: int, stop: Any = False) -> dict[str, float] | None:
+def evaluate(
+    agent: Any,
+    env: Env,
+    episodes: int,
+    step: int,
+    stop: Any = False,
+    on_episode: Callable[[int], None] | None = None,
+) -> dict[str, float] | None:
     """Mean return and length of `episodes` deterministic episodes (the policy mean).
 
     Returns None when `stop` becomes true first (a signal arrived): the evaluation is then redone on resume.
@@ -78,6 +86,8 @@ def evaluate(agent: Any, env: Env, episodes: int, step: int, stop: Any = False) 
             ts = env.step(action)
         returns.append(ts.episode_return)
         lengths.append(ts.episode_length)
+        if on_episode is not None:
+            on_episode(len(returns))
     return {"episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
 
 
@@ -233,7 +243,9 @@ def _eval(
 ) -> bool:
     """Evaluate and log a row; False (and the eval env's RNG rewound) when a stop signal cut it short."""
     rng = env.get_rng_state()
-    result = evaluate(agent, env, episodes, step, stop)
+    logger.status(f"evaluating 0/{episodes}")
+    result = evaluate(agent, env, episodes, step, stop, lambda i: logger.status(f"evaluating {i}/{episodes}"))
+    logger.status(None)
     if result is None:
         env.set_rng_state(rng)  # so the checkpoint repeats this evaluation exactly on resume
         return False
