@@ -160,3 +160,19 @@ def test_unresolvable_interpolation_is_one_line():
     cfg = _compose("paper=drm", "env=dog", "env.task=runn")
     with pytest.raises(ConfigError, match="cannot be resolved at paper.agent.max_perturb_factor"):
         resolved_yaml(cfg)
+
+
+def test_slurm_launcher_composes_with_valid_defaults_and_env_overrides(monkeypatch):
+    monkeypatch.setenv("RLREPRO_SLURM_PARTITION", "gpu")
+    monkeypatch.setenv("RLREPRO_SLURM_GPUS", "2")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["paper=drm", "env=dog", "hydra/launcher=slurm"],
+            return_hydra_config=True,
+        )
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 2 and launcher["account"] is None
+    # submitit signals `signal_delay_s` before the limit: a shorter limit would signal the job at start
+    assert launcher["timeout_min"] * 60 > launcher["signal_delay_s"]
