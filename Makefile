@@ -49,6 +49,7 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_replay.py | tee bench/replay.json
 	$(PY) bench/bench_update.py | tee bench/update.json
 	$(PY) bench/bench_drm.py | tee bench/drm.json
+	$(PY) bench/bench_stream.py | tee bench/stream.json
 
 clean: ## remove caches (keeps runs/ and the venv)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache MUJOCO_LOG.TXT

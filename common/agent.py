@@ -1,4 +1,5 @@
-"""The contract between a paper's agent and the shared run loops."""
+"""The contracts between a paper's agent and the shared run loop (`common/loop.py`):
+`Agent` learns from a replay (`train_online`), `StreamAgent` from each transition once (`train_stream`)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,33 @@ class Agent(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     # Optional: `diagnostics() -> dict[str, float]`, merged into every evaluation row when defined.
+
+
+class StreamAgent(Protocol):
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
+        """An action for `obs` (eval: the deterministic/greedy one); `step` counts agent steps."""
+        ...
+
+    def learn(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: float,
+        next_obs: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+    ) -> dict[str, float]:
+        """One streaming update from one transition (`action` is what `act` returned); scalar metrics."""
+        ...
+
+    def end_episode(self) -> None:
+        """The episode was cut without a final transition (a resume from a mid-episode checkpoint):
+        forget per-episode state (eligibility traces, the reward trace, cached observations)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors, numbers and strings only (loaded with ``weights_only=True``): weights, traces,
+        optimiser and normaliser statistics."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

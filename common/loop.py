@@ -1,8 +1,10 @@
-"""The online training loop shared by replay-based agents (DrQ-v2, DrM, SAC, ...).
+"""The run loop every online agent shares, replay-based (DrQ-v2, DrM, SAC, ...) or streaming (stream-x).
 
-Order per agent step, as facebookresearch/drqv2 `train.py`: (episode end → log, checkpoint, reset),
-evaluate when due, act, update when due, step the env, store the transition. Frames = agent steps ×
-action_repeat; budgets and intervals in the config count frames, schedules count agent steps.
+Order per agent step, as facebookresearch/drqv2 `train.py`: (episode end → checkpoint, reset), evaluate when
+due, act, [replay: update when due], step the env, [store the transition | stream: learn from it], and log
+the episode's row when it ends. Frames = agent steps × action_repeat; budgets and intervals in the config
+count frames, schedules count agent steps. How the agent learns is a small strategy class:
+`ReplayUpdates` (`paper.loop: common.loop.train_online`) or `StreamUpdates` (`common.loop.train_stream`).
 """
 
 from __future__ import annotations
@@ -19,41 +21,43 @@ from omegaconf import DictConfig
 from common.buffers import NStepReplay
 from common.checkpoint import Checkpointer
 from common.envs import Env, make_env
+from common.envs.base import Step
 from common.errors import CheckpointError, ConfigError
 from common.logger import Averager, RunLogger
 from common.registry import import_entry
 from common.runtime import RunContext
 
 
-def validate_online(cfg: DictConfig) -> None:
-    """Impossible sizes fail before anything is built or written."""
-    p, t, b = cfg.paper, cfg.paper.train, cfg.paper.buffer
-    checks = [
-        (t.num_frames > 0, f"paper.train.num_frames={t.num_frames} must be positive"),
-        (p.action_repeat >= 1, f"paper.action_repeat={p.action_repeat} must be at least 1"),
-        (t.eval_every_frames > 0, f"paper.train.eval_every_frames={t.eval_every_frames} must be positive"),
-        (t.eval_episodes >= 1, f"paper.train.eval_episodes={t.eval_episodes} must be at least 1"),
-        (t.seed_frames >= 0, f"paper.train.seed_frames={t.seed_frames} must be >= 0"),
-        (t.update_every_steps >= 1, f"paper.train.update_every_steps={t.update_every_steps} must be >= 1"),
-        (b.batch_size >= 1, f"paper.buffer.batch_size={b.batch_size} must be positive"),
-        (
-            b.batch_size <= b.capacity,
-            f"paper.buffer.batch_size={b.batch_size} exceeds paper.buffer.capacity={b.capacity}; "
-            f"lower the batch or raise the capacity",
-        ),
-        (
-            cfg.checkpoint.every_frames > 0,
-            f"checkpoint.every_frames={cfg.checkpoint.every_frames} must be positive",
-        ),
-    ]
+def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
 
 
+def validate_run(cfg: DictConfig) -> None:
+    """Checks every loop needs; impossible sizes fail before anything is built or written."""
+    p, t = cfg.paper, cfg.paper.train
+    _check(
+        [
+            (t.num_frames > 0, f"paper.train.num_frames={t.num_frames} must be positive"),
+            (p.action_repeat >= 1, f"paper.action_repeat={p.action_repeat} must be at least 1"),
+            (
+                t.eval_every_frames > 0,
+                f"paper.train.eval_every_frames={t.eval_every_frames} must be positive",
+            ),
+            (t.eval_episodes >= 1, f"paper.train.eval_episodes={t.eval_episodes} must be at least 1"),
+            (
+                cfg.checkpoint.every_frames > 0,
+                f"checkpoint.every_frames={cfg.checkpoint.every_frames} must be positive",
+            ),
+        ]
+    )
+
+
 def build_env(cfg: DictConfig, seed: int) -> Env:
+    """The env of `cfg.env` as the paper sees it (pixels or states, repeat, frame stack, time feature)."""
     p = cfg.paper
-    return make_env(
+    env = make_env(
         cfg.env,
         pixels=p.pixels,
         action_repeat=p.action_repeat,
@@ -61,6 +65,104 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
         image_size=p.image_size,
         seed=seed,
     )
+    if p.get("time_feature", False):
+        if p.pixels:
+            raise ConfigError("paper.time_feature appends to state observations: it needs pixels=false")
+        from common.envs.time_feature import TimeFeature
+
+        env = TimeFeature(env)
+    return env
+
+
+# ------------------------------------------------------------------------------------- how agents learn
+
+
+class ReplayUpdates:
+    """Store every transition in an n-step replay; one `agent.update(batch, step)` every
+    `paper.train.update_every_steps` agent steps once `paper.train.seed_frames` have passed, before the env
+    step (drqv2 `train.py` order)."""
+
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        t, b = cfg.paper.train, cfg.paper.buffer
+        _check(
+            [
+                (t.seed_frames >= 0, f"paper.train.seed_frames={t.seed_frames} must be >= 0"),
+                (
+                    t.update_every_steps >= 1,
+                    f"paper.train.update_every_steps={t.update_every_steps} must be >= 1",
+                ),
+                (b.batch_size >= 1, f"paper.buffer.batch_size={b.batch_size} must be positive"),
+                (
+                    b.batch_size <= b.capacity,
+                    f"paper.buffer.batch_size={b.batch_size} exceeds paper.buffer.capacity="
+                    f"{b.capacity}; lower the batch or raise the capacity",
+                ),
+            ]
+        )
+
+    def __init__(self, cfg: DictConfig, agent: Any, env: Env) -> None:
+        p = cfg.paper
+        self.agent = agent
+        self.replay = NStepReplay(
+            env.spec, p.buffer.capacity, p.buffer.nstep, p.buffer.discount, seed=cfg.seed
+        )
+        self.batch_size = p.buffer.batch_size
+        self.seed_steps = p.train.seed_frames // p.action_repeat
+        self.every = p.train.update_every_steps
+        self.saved = self.replay if cfg.checkpoint.replay else None  # what checkpoints hold besides `state`
+
+    def begin_episode(self, first: Step) -> None:
+        self.replay.add_first(first.obs)
+
+    def before_env_step(self, step: int) -> dict[str, float] | None:
+        if step >= self.seed_steps and step % self.every == 0 and self.replay.num_transitions() > 0:
+            return self.agent.update(self.replay.sample(self.batch_size), step)
+        return None
+
+    def after_env_step(
+        self, step: int, obs: np.ndarray, action: np.ndarray, ts: Step
+    ) -> dict[str, float] | None:
+        self.replay.add(action, ts.reward, ts.obs, ts.terminated, ts.truncated)
+        return None
+
+    def interrupt_episode(self) -> None:
+        self.replay.end_episode()  # the interrupted episode ends here as a truncation
+
+    def stored(self) -> int:
+        return len(self.replay)
+
+
+class StreamUpdates:
+    """No replay: one `agent.learn(transition)` per env step, from that step's transition only."""
+
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        pass
+
+    def __init__(self, cfg: DictConfig, agent: Any, env: Env) -> None:
+        self.agent = agent
+        self.saved = None
+
+    def begin_episode(self, first: Step) -> None:
+        pass
+
+    def before_env_step(self, step: int) -> dict[str, float] | None:
+        return None
+
+    def after_env_step(
+        self, step: int, obs: np.ndarray, action: np.ndarray, ts: Step
+    ) -> dict[str, float] | None:
+        return self.agent.learn(obs, action, ts.reward, ts.obs, ts.terminated, ts.truncated)
+
+    def interrupt_episode(self) -> None:
+        self.agent.end_episode()  # forget traces: the interrupted episode ends without a last update
+
+    def stored(self) -> int:
+        return 0
+
+
+# ------------------------------------------------------------------------------------------ evaluation
 
 
 def evaluate(
@@ -91,26 +193,50 @@ def evaluate(
     return {"episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
 
 
+# ------------------------------------------------------------------------------------------- the loop
+
+
 def train_online(cfg: DictConfig, ctx: RunContext) -> float:
-    """Train `cfg.paper.entry` online on `cfg.env`; returns the final evaluation return."""
-    validate_online(cfg)
+    """Train `cfg.paper.entry` (an `Agent`) with a replay; returns the final evaluation return."""
+    return run_loop(cfg, ctx, ReplayUpdates)
+
+
+def train_stream(cfg: DictConfig, ctx: RunContext) -> float:
+    """Train `cfg.paper.entry` (a `StreamAgent`) from each transition once; returns the final eval return."""
+    return run_loop(cfg, ctx, StreamUpdates)
+
+
+def _validator(learning: type[ReplayUpdates] | type[StreamUpdates]) -> Callable[[DictConfig], None]:
+    def validate(cfg: DictConfig) -> None:
+        validate_run(cfg)
+        learning.validate(cfg)
+
+    return validate
+
+
+# `common.launch` calls `<loop>.validate(cfg)` before it writes the run directory.
+train_online.validate = _validator(ReplayUpdates)  # type: ignore[attr-defined]
+train_stream.validate = _validator(StreamUpdates)  # type: ignore[attr-defined]
+
+
+def run_loop(cfg: DictConfig, ctx: RunContext, learning: type[ReplayUpdates] | type[StreamUpdates]) -> float:
+    _validator(learning)(cfg)
     env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed)  # drqv2 seeds both alike
     try:
-        return _train_online(cfg, ctx, env, eval_env)
+        return _run(cfg, ctx, env, eval_env, learning)
     finally:
         env.close()
         eval_env.close()
 
 
-def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> float:
+def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Any) -> float:
     p, t = cfg.paper, cfg.paper.train
     agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
-    replay = NStepReplay(env.spec, p.buffer.capacity, p.buffer.nstep, p.buffer.discount, seed=cfg.seed)
+    learner = learning(cfg, agent, env)
     checkpointer = Checkpointer(ctx.run_dir, cfg.checkpoint.keep)
 
     repeat = p.action_repeat
     total_steps = math.ceil(t.num_frames / repeat)
-    seed_steps = t.seed_frames // repeat
     eval_every = max(1, t.eval_every_frames // repeat)
     ckpt_every = max(1, cfg.checkpoint.every_frames // repeat)
 
@@ -130,12 +256,10 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
             raise ConfigError(
                 f"resume={ctx.run_dir}: no complete checkpoint in checkpoints/; start a new run"
             )
-        state = checkpointer.load(
-            path, {"paper": p.name, "env": cfg.env.name}, replay if cfg.checkpoint.replay else None
-        )
+        state = checkpointer.load(path, {"paper": p.name, "env": cfg.env.name}, learner.saved)
         try:
             agent.load_state_dict(state["agent"])
-        except (RuntimeError, KeyError, ValueError) as e:
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})"
             ) from e
@@ -145,17 +269,12 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
         eval_env.set_rng_state(state["eval_env_rng"])
         positions = state["logger"]
         if state["mid_episode"]:
-            replay.end_episode()  # the interrupted episode ends here as a truncation
+            learner.interrupt_episode()
 
-    logger = RunLogger(
-        cfg,
-        ctx.run_dir,
-        ctx.info["wandb_id"],
-        total_frames=total_steps * repeat,
-        start_frame=c["step"] * repeat,
-    )
+    logger = RunLogger(cfg, ctx.run_dir, ctx.info["wandb_id"], total_steps * repeat, c["step"] * repeat)
     if positions is not None:
         logger.restore(positions)
+    clock = time.perf_counter()
 
     def save_checkpoint(mid_episode: bool) -> None:
         state = {
@@ -168,95 +287,86 @@ def _train_online(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env) -> 
             "mid_episode": mid_episode,
         }
         meta = {"paper": p.name, "env": cfg.env.name, "config_hash": ctx.info.get("config_hash")}
-        checkpointer.save(c["step"] * repeat, state, meta, replay if cfg.checkpoint.replay else None)
+        checkpointer.save(c["step"] * repeat, state, meta, learner.saved)
 
-    clock = time.perf_counter()
+    def evaluate_and_log(step: int) -> bool:
+        """Evaluate and log a row; False if a signal cut it (eval env RNG rewound: it repeats on resume)."""
+        rng = eval_env.get_rng_state()
+        episodes = t.eval_episodes
+        logger.status(f"evaluating 0/{episodes}")
+        result = evaluate(
+            agent, eval_env, episodes, step, ctx.stop, lambda i: logger.status(f"evaluating {i}/{episodes}")
+        )
+        logger.status(None)
+        if result is None:
+            eval_env.set_rng_state(rng)
+            return False
+        if hasattr(agent, "diagnostics"):  # optional agent state shown next to returns (e.g. dormant ratio)
+            result.update(agent.diagnostics())
+        c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
+        elapsed = c["elapsed"] + time.perf_counter() - clock
+        logger.log(
+            "eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
+        )
+        return True
+
+    def stop_here(mid_episode: bool) -> float:
+        save_checkpoint(mid_episode)
+        logger.close()
+        return float(c["last_eval_return"])
+
     metrics, ts = Averager(), None
     episode_clock = clock
     while c["step"] < total_steps:
         step = c["step"]
         if ts is None or ts.done:
-            if ts is not None:  # an episode just ended
-                c["episode"] += 1
-                elapsed = c["elapsed"] + time.perf_counter() - clock
-                logger.log(
-                    "train",
-                    {
-                        "frame": step * repeat,
-                        "step": step,
-                        "episode": c["episode"],
-                        "episode_return": ts.episode_return,
-                        "episode_length": ts.episode_length,
-                        "buffer_size": len(replay),
-                        "updates": c["updates"],
-                        **metrics.pop(),
-                        "time": elapsed,
-                        "fps": ts.episode_length * repeat / max(1e-9, time.perf_counter() - episode_clock),
-                    },
-                )
-                if step >= c["next_ckpt_step"]:
-                    c["next_ckpt_step"] = (step // ckpt_every + 1) * ckpt_every
-                    save_checkpoint(mid_episode=False)
+            if ts is not None and step >= c["next_ckpt_step"]:  # an episode just ended
+                c["next_ckpt_step"] = (step // ckpt_every + 1) * ckpt_every
+                save_checkpoint(mid_episode=False)
             ts = env.reset()
-            replay.add_first(ts.obs)
+            learner.begin_episode(ts)
             episode_clock = time.perf_counter()
 
-        due = step % eval_every == 0 and c["last_eval_step"] != step
-        if due and not _eval(agent, eval_env, t.eval_episodes, step, repeat, c, logger, clock, ctx.stop):
-            save_checkpoint(mid_episode=True)
-            logger.close()
-            return float(c["last_eval_return"])
+        if step % eval_every == 0 and c["last_eval_step"] != step and not evaluate_and_log(step):
+            return stop_here(mid_episode=True)
 
+        obs = ts.obs
         with torch.no_grad():
-            action = agent.act(ts.obs, step, eval_mode=False)
-        if step >= seed_steps and step % t.update_every_steps == 0 and replay.num_transitions() > 0:
-            metrics.add(agent.update(replay.sample(p.buffer.batch_size), step))
-            c["updates"] += 1
+            action = agent.act(obs, step, eval_mode=False)
+        update = learner.before_env_step(step)
         ts = env.step(action)
-        replay.add(action, ts.reward, ts.obs, ts.terminated, ts.truncated)
+        learned = learner.after_env_step(step, obs, action, ts)
+        for m in (update, learned):
+            if m is not None:
+                metrics.add(m)
+                c["updates"] += 1
         c["step"] += 1
         logger.bar.update(repeat)
 
+        if ts.done:
+            c["episode"] += 1
+            now = time.perf_counter()
+            logger.log(
+                "train",
+                {
+                    "frame": c["step"] * repeat,
+                    "step": c["step"],
+                    "episode": c["episode"],
+                    "episode_return": ts.episode_return,
+                    "episode_length": ts.episode_length,
+                    "buffer_size": learner.stored(),
+                    "updates": c["updates"],
+                    **metrics.pop(),
+                    "time": c["elapsed"] + now - clock,
+                    "fps": ts.episode_length * repeat / max(1e-9, now - episode_clock),
+                },
+            )
         if ctx.stop:
-            save_checkpoint(mid_episode=not ts.done)
-            logger.close()
-            return float(c["last_eval_return"])
+            return stop_here(mid_episode=not ts.done)
 
     if c["last_eval_step"] != c["step"]:
-        _eval(agent, eval_env, t.eval_episodes, c["step"], repeat, c, logger, clock)
+        evaluate_and_log(c["step"])
     save_checkpoint(mid_episode=False)
     score = float(c["last_eval_return"])
     logger.close({"final_eval_return": score})
     return score
-
-
-def _eval(
-    agent: Any,
-    env: Env,
-    episodes: int,
-    step: int,
-    repeat: int,
-    c: dict,
-    logger: RunLogger,
-    clock: float,
-    stop: Any = False,
-) -> bool:
-    """Evaluate and log a row; False (and the eval env's RNG rewound) when a stop signal cut it short."""
-    rng = env.get_rng_state()
-    logger.status(f"evaluating 0/{episodes}")
-    result = evaluate(agent, env, episodes, step, stop, lambda i: logger.status(f"evaluating {i}/{episodes}"))
-    logger.status(None)
-    if result is None:
-        env.set_rng_state(rng)  # so the checkpoint repeats this evaluation exactly on resume
-        return False
-    if hasattr(agent, "diagnostics"):  # optional agent state shown next to returns (e.g. dormant ratio)
-        result.update(agent.diagnostics())
-    c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
-    elapsed = c["elapsed"] + time.perf_counter() - clock
-    logger.log(
-        "eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
-    )
-    return True
-
-
-train_online.validate = validate_online  # type: ignore[attr-defined]  # run before the run dir is written

@@ -384,7 +384,11 @@ def test_unknown_camera(values: dict, pattern: str) -> None:
             r"unknown DMC domain 'chita'; valid domains: acrobot, .*cheetah",
         ),
         (dict(id="Hopper-v99"), EnvError, r"unknown Gymnasium env id 'Hopper-v99'"),
-        (dict(domain="cheetah", task="run", suite="atari"), ConfigError, r"env.suite must be 'dmc' or 'gym'"),
+        (
+            dict(domain="cheetah", task="run", suite="atari"),
+            ConfigError,
+            r"env.suite must be 'dmc', 'gym' or 'gym_discrete'",
+        ),
     ],
     ids=["dmc_task", "dmc_domain", "gym_id", "suite"],
 )

@@ -32,7 +32,8 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
     evals = read_metrics(run_dir / "eval.jsonl")
     assert len(evals) >= 2 and evals[0]["frame"] == 0 and evals[-1]["frame"] == 400
     train = read_metrics(run_dir / "train.jsonl")
-    assert train and all(row["episode_length"] == 50 for row in train)  # max_episode_frames 100 / repeat 2
+    assert all(row["episode_length"] == 50 for row in train)  # max_episode_frames 100 / repeat 2
+    assert [row["frame"] for row in train] == [100, 200, 300, 400]  # every episode, the last one included
     assert any("critic_loss" in row for row in train), "updates happened and were logged"
     assert (run_dir / "checkpoints" / "latest").exists()
     status = json.loads((run_dir / "status.json").read_text())

@@ -30,7 +30,7 @@ def make_env(
 ) -> Env:
     """Build the environment described by the `env` config section (read, never written).
 
-    Keys: `suite` ("dmc" | "gym"), `name`; dmc: `domain`, `task`; gym: `id`; optional `camera`
+    Keys: `suite` ("dmc" | "gym" | "gym_discrete"), `name`; dmc: `domain`, `task`; gym: `id`; `camera`
     (index or name; null = the suite's default view), `max_episode_frames` (null = the task's own limit),
     `fast_render` (tests only: cheaper rendering that changes the pixels).
     """
@@ -70,8 +70,12 @@ def make_env(
         from common.envs.gym_mujoco import make_gym
 
         env = make_gym(_required(cfg, "id"), **common)
+    elif suite == "gym_discrete":
+        from common.envs.discrete import make_discrete_env
+
+        return make_discrete_env(cfg, pixels=pixels, action_repeat=action_repeat, seed=seed)
     else:
-        raise ConfigError(f"env.suite must be 'dmc' or 'gym', got {suite!r}{where}")
+        raise ConfigError(f"env.suite must be 'dmc', 'gym' or 'gym_discrete', got {suite!r}{where}")
     if pixels and frame_stack > 1:
         env = FrameStack(env, frame_stack)
     return env
