@@ -78,9 +78,10 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
 
 
 class ReplayUpdates:
-    """Store every transition in an n-step replay; one `agent.update(batch, step)` every
-    `paper.train.update_every_steps` agent steps once `paper.train.seed_frames` have passed, before the env
-    step (drqv2 `train.py` order)."""
+    """Store every transition in an n-step replay; `paper.train.updates_per_step` calls of
+    `agent.update(batch, step)` (each on a fresh batch) every `paper.train.update_every_steps` agent steps
+    once `paper.train.seed_frames` have passed, before the env step (drqv2 `train.py` order). The
+    update-to-data ratio is updates_per_step / update_every_steps."""
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
@@ -92,6 +93,7 @@ class ReplayUpdates:
                     t.update_every_steps >= 1,
                     f"paper.train.update_every_steps={t.update_every_steps} must be >= 1",
                 ),
+                (t.updates_per_step >= 1, f"paper.train.updates_per_step={t.updates_per_step} must be >= 1"),
                 (b.batch_size >= 1, f"paper.buffer.batch_size={b.batch_size} must be positive"),
                 (
                     b.batch_size <= b.capacity,
@@ -110,21 +112,22 @@ class ReplayUpdates:
         self.batch_size = p.buffer.batch_size
         self.seed_steps = p.train.seed_frames // p.action_repeat
         self.every = p.train.update_every_steps
+        self.repeats = p.train.updates_per_step
         self.saved = self.replay if cfg.checkpoint.replay else None  # what checkpoints hold besides `state`
 
     def begin_episode(self, first: Step) -> None:
         self.replay.add_first(first.obs)
 
-    def before_env_step(self, step: int) -> dict[str, float] | None:
+    def before_env_step(self, step: int) -> list[dict[str, float]]:
         if step >= self.seed_steps and step % self.every == 0 and self.replay.num_transitions() > 0:
-            return self.agent.update(self.replay.sample(self.batch_size), step)
-        return None
+            return [self.agent.update(self.replay.sample(self.batch_size), step) for _ in range(self.repeats)]
+        return []
 
     def after_env_step(
         self, step: int, obs: np.ndarray, action: np.ndarray, ts: Step
-    ) -> dict[str, float] | None:
+    ) -> list[dict[str, float]]:
         self.replay.add(action, ts.reward, ts.obs, ts.terminated, ts.truncated)
-        return None
+        return []
 
     def interrupt_episode(self) -> None:
         self.replay.end_episode()  # the interrupted episode ends here as a truncation
@@ -147,13 +150,13 @@ class StreamUpdates:
     def begin_episode(self, first: Step) -> None:
         pass
 
-    def before_env_step(self, step: int) -> dict[str, float] | None:
-        return None
+    def before_env_step(self, step: int) -> list[dict[str, float]]:
+        return []
 
     def after_env_step(
         self, step: int, obs: np.ndarray, action: np.ndarray, ts: Step
-    ) -> dict[str, float] | None:
-        return self.agent.learn(obs, action, ts.reward, ts.obs, ts.terminated, ts.truncated)
+    ) -> list[dict[str, float]]:
+        return [self.agent.learn(obs, action, ts.reward, ts.obs, ts.terminated, ts.truncated)]
 
     def interrupt_episode(self) -> None:
         self.agent.end_episode()  # forget traces: the interrupted episode ends without a last update
@@ -333,13 +336,12 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
         obs = ts.obs
         with torch.no_grad():
             action = agent.act(obs, step, eval_mode=False)
-        update = learner.before_env_step(step)
+        updates = learner.before_env_step(step)  # metrics of each update, or []
         ts = env.step(action)
-        learned = learner.after_env_step(step, obs, action, ts)
-        for m in (update, learned):
-            if m is not None:
-                metrics.add(m)
-                c["updates"] += 1
+        updates += learner.after_env_step(step, obs, action, ts)
+        for m in updates:
+            metrics.add(m)
+        c["updates"] += len(updates)
         c["step"] += 1
         logger.bar.update(repeat)
 

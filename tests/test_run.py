@@ -234,3 +234,12 @@ def test_wandb_offline_mirror_lives_in_the_run_directory(tmp_path):
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("run-*.wandb"))
     assert read_metrics(run_dir / "eval.jsonl")  # the files stay the source of truth
+
+
+@pytest.mark.parametrize("per_step", [1, 3])
+def test_update_to_data_ratio(per_step, tmp_path):
+    # smoke: 200 agent steps; updates from step 50 (seed_frames 100 / repeat 2), every 2 steps → 75 calls
+    run_dir = tmp_path / "run"
+    run_cli(*SMOKE, "env=cheetah_run", f"paper.train.updates_per_step={per_step}", f"hydra.run.dir={run_dir}",
+            check=True)  # fmt: skip
+    assert read_metrics(run_dir / "train.jsonl")[-1]["updates"] == 75 * per_step
