@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0    # first: a CPU wheel here; an unpinned torch pulls a multi-GB CUDA build
-	$(PIP) install torch==2.13.0 -e '.[dev]'
+	$(PIP) install torch==2.13.0 -e '.[dev,eval-test]'
 	$(PY) -c "import torch, mujoco, dm_control, gymnasium, hydra; print('torch', torch.__version__, 'mujoco', mujoco.__version__)"
 	touch $@
 
@@ -50,6 +50,7 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_update.py | tee bench/update.json
 	$(PY) bench/bench_drm.py | tee bench/drm.json
 	$(PY) bench/bench_stream.py | tee bench/stream.json
+	$(PY) bench/bench_stats.py | tee bench/stats.json
 
 clean: ## remove caches (keeps runs/ and the venv)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache MUJOCO_LOG.TXT
