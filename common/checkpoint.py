@@ -110,3 +110,31 @@ class Checkpointer:
                 )
             replay.load(path / "replay")
         return state
+
+
+Part = torch.nn.Module | torch.optim.Optimizer
+
+
+def parts_state(parts: dict[str, Part]) -> dict[str, Any]:
+    """`state_dict()` of each named network and optimizer of an agent (weights_only-loadable)."""
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def load_parts(
+    parts: dict[str, Part], state: dict[str, Any], owner: str, extra: tuple[str, ...] = ()
+) -> None:
+    """Load each named part from `state`; a one-line CheckpointError names what is missing or does not fit.
+
+    `extra` lists further keys the agent reads itself (e.g. counters), checked for presence only.
+    """
+    missing = [name for name in (*parts, *extra) if name not in state]
+    if missing:
+        raise CheckpointError(f"{owner} checkpoint lacks {', '.join(missing)}")
+    for name, part in parts.items():
+        try:
+            part.load_state_dict(state[name])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"{owner} checkpoint does not fit this agent ({name}): {first_line}"
+            ) from err

@@ -33,6 +33,7 @@ from torch import nn
 
 from common.augment import RandomShiftsAug
 from common.buffers.base import Batch
+from common.checkpoint import load_parts, parts_state
 from common.diagnostics import module_dormant_ratio
 from common.distributions import TruncatedNormal
 from common.envs.base import EnvSpec
@@ -441,7 +442,7 @@ class DrMAgent:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {name: part.state_dict() for name, part in self._parts().items()}
+        state = parts_state(self._parts())
         state["drm"] = {
             "dormant_ratio": float(self.dormant_ratio),
             "awaken_step": -1 if self.awaken_step is None else int(self.awaken_step),
@@ -451,17 +452,7 @@ class DrMAgent:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [name for name in (*self._parts(), "drm") if name not in state]
-        if missing:
-            raise CheckpointError(f"DrM checkpoint lacks {', '.join(missing)}")
-        for name, part in self._parts().items():
-            try:
-                part.load_state_dict(state[name])
-            except (RuntimeError, ValueError, KeyError) as err:
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise CheckpointError(
-                    f"DrM checkpoint does not fit this agent ({name}): {first_line}"
-                ) from err
+        load_parts(self._parts(), state, "DrM", extra=("drm",))
         drm = state["drm"]
         try:
             self.dormant_ratio = float(drm["dormant_ratio"])

@@ -22,9 +22,10 @@ from torch import nn
 
 from common.augment import RandomShiftsAug
 from common.buffers.base import Batch
+from common.checkpoint import load_parts, parts_state
 from common.distributions import TruncatedNormal
 from common.envs.base import EnvSpec
-from common.errors import CheckpointError, ConfigError
+from common.errors import ConfigError
 from common.networks import PixelEncoder, Trunk, TwinQ, mlp, orthogonal_init_, soft_update_
 from common.precision import autocast, check_precision
 from common.schedule import parse_schedule
@@ -210,17 +211,7 @@ class DrQV2Agent:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: part.state_dict() for name, part in self._parts().items()}
+        return parts_state(self._parts())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [name for name in self._parts() if name not in state]
-        if missing:
-            raise CheckpointError(f"DrQ-v2 checkpoint lacks {', '.join(missing)}")
-        for name, part in self._parts().items():
-            try:
-                part.load_state_dict(state[name])
-            except (RuntimeError, ValueError, KeyError) as err:
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise CheckpointError(
-                    f"DrQ-v2 checkpoint does not fit this agent ({name}): {first_line}"
-                ) from err
+        load_parts(self._parts(), state, "DrQ-v2")

@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from common.buffers.base import Batch
+from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
-from common.errors import CheckpointError, ConfigError
+from common.errors import ConfigError
 from common.networks import TwinQ, mlp, soft_update_
 from common.precision import autocast, check_precision
 
@@ -247,21 +248,11 @@ class SACAgent:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {name: part.state_dict() for name, part in self._parts().items()}
+        state = parts_state(self._parts())
         state["log_alpha"] = self.log_alpha.detach().clone()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [name for name in (*self._parts(), "log_alpha") if name not in state]
-        if missing:
-            raise CheckpointError(f"SAC checkpoint lacks {', '.join(missing)}")
-        for name, part in self._parts().items():
-            try:
-                part.load_state_dict(state[name])
-            except (RuntimeError, ValueError, KeyError) as err:
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise CheckpointError(
-                    f"SAC checkpoint does not fit this agent ({name}): {first_line}"
-                ) from err
+        load_parts(self._parts(), state, "SAC", extra=("log_alpha",))
         with torch.no_grad():  # in place: alpha_opt holds this very tensor
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
