@@ -112,7 +112,12 @@ class Checkpointer:
         return state
 
 
-Part = torch.nn.Module | torch.optim.Optimizer
+class Part(Protocol):
+    """A piece of agent state: a network, an optimizer, a normaliser..."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
 
 
 def parts_state(parts: dict[str, Part]) -> dict[str, Any]:

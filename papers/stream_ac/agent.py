@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.distributions import Normal
 
+from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
 from papers.stream_x.core import (
     RewardScaler,
@@ -128,20 +129,18 @@ class StreamACAgent:
     def diagnostics(self) -> dict[str, float]:
         return {"obs_count": float(self.obs.normalizer.stats.count)}
 
-    def state_dict(self) -> dict[str, Any]:
+    def _parts(self) -> dict[str, Part]:
         return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "obs": self.obs.state_dict(),
-            "rewards": self.rewards.state_dict(),
+            "actor": self.actor,
+            "critic": self.critic,
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
+            "obs": self.obs,
+            "rewards": self.rewards,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        return parts_state(self._parts())
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.obs.load_state_dict(state["obs"])
-        self.rewards.load_state_dict(state["rewards"])
+        load_parts(self._parts(), state, "stream AC")

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
 from papers.stream_x.core import (
     RewardScaler,
@@ -103,16 +104,11 @@ class StreamQAgent:
         self.rewards.trace = 0.0
         self.obs.forget()
 
+    def _parts(self) -> dict[str, Part]:
+        return {"net": self.net, "opt": self.opt, "obs": self.obs, "rewards": self.rewards}
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "net": self.net.state_dict(),
-            "opt": self.opt.state_dict(),
-            "obs": self.obs.state_dict(),
-            "rewards": self.rewards.state_dict(),
-        }
+        return parts_state(self._parts())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.obs.load_state_dict(state["obs"])
-        self.rewards.load_state_dict(state["rewards"])
+        load_parts(self._parts(), state, "stream Q")
