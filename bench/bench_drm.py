@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import numpy as np
 import torch
+from bench_update import random_batch  # bench/ is on sys.path when run as a script
 from omegaconf import OmegaConf
 
 from common.buffers.base import Batch
 from common.envs.base import EnvSpec
+from common.runtime import cpu_name
 from papers.drm.agent import DrMAgent
 from papers.drqv2.agent import DrQV2Agent
 
@@ -50,17 +51,6 @@ DRM_EXTRA = dict(
     target_lambda=0.6,
 )
 FEATURE_DIM = {6: 50, 38: 100}  # DrM cfgs: feature_dim 50 by default, 100 for dog and humanoid
-
-
-def random_batch(rng: np.random.Generator, batch_size: int, action_dim: int) -> Batch:
-    obs_shape = (batch_size, 9, 84, 84)
-    return Batch(
-        obs=rng.integers(0, 256, obs_shape, dtype=np.uint8),
-        action=rng.uniform(-1, 1, (batch_size, action_dim)).astype(np.float32),
-        reward=rng.uniform(0, 1, (batch_size, 1)).astype(np.float32),
-        discount=np.full((batch_size, 1), 0.99**3, dtype=np.float32),
-        next_obs=rng.integers(0, 256, obs_shape, dtype=np.uint8),
-    )
 
 
 def sync(device: torch.device) -> None:
@@ -115,17 +105,6 @@ def compare(
         "drm_overhead_per_round": [round(o / b - 1, 3) for b, o in zip(base, ours, strict=True)],
         "perturb_ms": round(1000 * perturb_s, 1),
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from common.envs import make_env  # first: selects the GL backend before dm_control is imported
+from common.runtime import cpu_pressure
 
 ACTION_REPEAT = 2
 IMAGE_SIZE = 84
@@ -38,15 +39,6 @@ def split_task(name: str) -> tuple[str, str]:
         if f"{domain}_{task}" == name:
             return domain, task
     raise SystemExit(f"error: unknown DMC task {name!r} (expected e.g. cheetah_run)")
-
-
-def cpu_pressure() -> float | None:
-    """`some avg10` from /proc/pressure/cpu: the share of time runnable tasks waited for a CPU (%)."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return float(f.readline().split()[1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def raw_loop(env: Any, pool: np.ndarray, pixels: bool, camera: int) -> Callable[[], int]:

@@ -22,14 +22,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from common.evaluation import bootstrap_ci  # noqa: E402
-
-
-def cpu_pressure() -> float | None:
-    try:
-        line = pathlib.Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        return float(line.split()[1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
+from common.runtime import cpu_pressure  # noqa: E402
 
 
 def main() -> None:

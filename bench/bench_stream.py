@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ from omegaconf import OmegaConf
 from common.envs import make_env
 from common.envs.time_feature import TimeFeature
 from common.registry import CONF_DIR
+from common.runtime import cpu_name, cpu_pressure
 from papers.stream_ac.agent import StreamACAgent
 
 TASKS = {
@@ -87,15 +86,12 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pressure = None
-    path = Path("/proc/pressure/cpu")
-    if path.exists():
-        pressure = path.read_text().split()[1].split("=")[1]
+    pressure = cpu_pressure()
     result = {
         "bench": "stream_ac_end_to_end",
         "torch": torch.__version__,
         "threads": args.threads,
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
         "cpu_pressure_avg10": pressure,
         "tasks": {name: time_stream(TASKS[name], args.warmup, args.steps) for name in args.tasks},
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ from omegaconf import OmegaConf
 
 from common.buffers.base import Batch
 from common.envs.base import EnvSpec
+from common.runtime import cpu_name
 from papers.drqv2.agent import DrQV2Agent
 
 PAPER_AGENT = dict(
@@ -71,17 +71,6 @@ def time_updates(
         # process CPU time: on a shared host it varies less with other jobs' load than wall time
         "cpu_s_per_update": round(cpu / updates, 2),
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

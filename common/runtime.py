@@ -126,3 +126,24 @@ def new_run_info(cfg: DictConfig) -> dict[str, Any]:
         "wandb_id": uuid.uuid4().hex[:8],
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+
+
+def cpu_name() -> str:
+    """The CPU model (for benchmark and run provenance)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_pressure() -> float | None:
+    """`some avg10` of /proc/pressure/cpu: the share of time runnable tasks waited for a CPU (%), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
