@@ -41,3 +41,43 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def metric_rows(path: Path) -> list[dict]:
+    """Rows of a metrics file without the wall-clock fields (those differ between identical runs)."""
+    from common.logger import TIME_KEYS, read_metrics
+
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in read_metrics(path)]
+
+
+def assert_kill_and_resume_identical(args: tuple[str, ...], tmp_path: Path, poll_s: float = 0.02) -> None:
+    """Run `args` once uninterrupted; run it again, SIGKILL it once its first checkpoint exists, resume
+    it, and assert both runs end with identical train/eval rows and final score."""
+    import json
+    import signal
+    import time
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_cli(*args, f"hydra.run.dir={full}", check=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={killed}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "latest").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(poll_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((killed / "status.json").read_text())["state"] == "running"  # really interrupted
+
+    run_cli(f"resume={killed}", check=True)
+    for name in ("eval.jsonl", "train.jsonl"):
+        assert metric_rows(killed / name) == metric_rows(full / name), name
+    assert (
+        json.loads((killed / "status.json").read_text())["score"]
+        == json.loads((full / "status.json").read_text())["score"]
+    )

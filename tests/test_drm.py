@@ -19,7 +19,7 @@ from common.buffers.base import Batch
 from common.diagnostics import dormant_mask, dormant_ratio, module_dormant_ratio, record_outputs
 from common.envs.base import EnvSpec
 from common.errors import CheckpointError, ConfigError
-from common.logger import TIME_KEYS, read_metrics
+from common.logger import read_metrics
 from common.registry import CONF_DIR
 from common.schedule import parse_schedule
 from papers.drm.agent import (
@@ -32,7 +32,7 @@ from papers.drm.agent import (
     perturb_factor,
     perturb_linear_,
 )
-from tests.conftest import run_cli
+from tests.conftest import metric_rows, run_cli
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -89,10 +89,6 @@ def make_batch(seed: int = 0, n: int = 6, constant_images: bool = False) -> Batc
         discount=rng.choice([0.0, 0.9, 0.99**3], size=(n, 1)).astype(np.float32),
         next_obs=np.ascontiguousarray(next_obs, dtype=np.uint8),
     )
-
-
-def _rows(path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in read_metrics(path)]
 
 
 def tensors(batch: Batch) -> dict[str, torch.Tensor]:
@@ -447,4 +443,4 @@ def test_smoke_run_perturbs_and_logs_the_dormant_ratio(env: str, tmp_path) -> No
         (checkpoints / "latest").write_text("frame_0000000200")
         run_cli(f"resume={rewound}", check=True, timeout=120)
         for name in ("train.jsonl", "eval.jsonl"):
-            assert _rows(rewound / name) == _rows(run_dir / name), name
+            assert metric_rows(rewound / name) == metric_rows(run_dir / name), name

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from common.logger import TIME_KEYS, read_metrics
-from tests.conftest import ROOT, run_cli
+from common.logger import read_metrics
+from tests.conftest import ROOT, assert_kill_and_resume_identical, metric_rows, run_cli
 
 SMOKE = ("paper=drqv2", "debug=smoke")
-
-
-def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in read_metrics(path)]
 
 
 @pytest.mark.parametrize("env", ["cheetah_run", "dog"])
@@ -43,31 +39,7 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
 
 def test_killed_run_resumes_to_identical_metrics(tmp_path):
     args = (*SMOKE, "env=cheetah_run", "paper.train.num_frames=1000", "checkpoint.every_frames=200")
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run_cli(*args, f"hydra.run.dir={full}", check=True)
-
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={killed}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "latest").exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert json.loads((killed / "status.json").read_text())["state"] == "running"  # really interrupted
-
-    run_cli(f"resume={killed}", check=True)
-    for name in ("eval.jsonl", "train.jsonl"):
-        assert _rows(killed / name) == _rows(full / name), name
-    assert (
-        json.loads((killed / "status.json").read_text())["score"]
-        == json.loads((full / "status.json").read_text())["score"]
-    )
+    assert_kill_and_resume_identical(args, tmp_path)
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
@@ -200,9 +172,9 @@ def test_reused_run_directory_is_not_overwritten(finished_run, tmp_path):
 
 def test_resuming_a_finished_run_changes_nothing(finished_run, tmp_path):
     run_dir = _copy(finished_run, tmp_path)
-    before = _rows(run_dir / "eval.jsonl")
+    before = metric_rows(run_dir / "eval.jsonl")
     run_cli(f"resume={run_dir}", check=True)
-    assert _rows(run_dir / "eval.jsonl") == before
+    assert metric_rows(run_dir / "eval.jsonl") == before
 
 
 def test_sigterm_during_a_long_evaluation_exits_promptly(tmp_path):

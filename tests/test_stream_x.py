@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from common.logger import TIME_KEYS, read_metrics
+from common.logger import read_metrics
 from papers.stream_x.core import (
     ObservationNormalizer,
     RewardScaler,
@@ -25,7 +24,7 @@ from papers.stream_x.core import (
     TraceOptimizer,
     sparse_init_,
 )
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, assert_kill_and_resume_identical, run_cli
 
 # ---------------------------------------------------------------- ObGD and traces
 
@@ -219,10 +218,6 @@ def test_stream_ac_learns_inverted_pendulum():
 # ---------------------------------------------------------------- runs through run.py
 
 
-def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in read_metrics(path)]
-
-
 @pytest.mark.parametrize(
     ("paper", "env", "episode_length"), [("stream_ac", "dog", 100), ("stream_q", "cartpole", None)]
 )
@@ -259,31 +254,7 @@ def test_killed_stream_run_resumes_to_identical_metrics(tmp_path):
     # Hopper: short, variable-length episodes, so checkpoints land at many different steps
     args = ("paper=stream_ac", "env=hopper", "debug=smoke", "paper.train.num_frames=3000",
             "paper.train.eval_every_frames=1000", "checkpoint.every_frames=500")  # fmt: skip
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run_cli(*args, f"hydra.run.dir={full}", check=True)
-
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={killed}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "latest").exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert json.loads((killed / "status.json").read_text())["state"] == "running"  # really interrupted
-
-    run_cli(f"resume={killed}", check=True)
-    for name in ("eval.jsonl", "train.jsonl"):
-        assert _rows(killed / name) == _rows(full / name), name
-    assert (
-        json.loads((killed / "status.json").read_text())["score"]
-        == json.loads((full / "status.json").read_text())["score"]
-    )
+    assert_kill_and_resume_identical(args, tmp_path, poll_s=0.01)
 
 
 def test_sigterm_checkpoints_weights_only_agent_state(tmp_path):
