@@ -65,3 +65,17 @@ class StreamAgent(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class OfflineAgent(Agent, Protocol):
+    """An `Agent` trained from a fixed dataset by `common.offline.loop.train_offline`.
+
+    Built like an `Agent`, then `prepare(data)` is called once with the whole dataset before any update (also
+    before `load_state_dict` on a resume): statistics the algorithm derives from the data (state mean/std,
+    reward scale) are computed there and kept in `state_dict()`. `update` receives one-step batches whose
+    `discount` is gamma * (1 - terminated).
+    """
+
+    def prepare(self, data: Any) -> None:
+        """`data` is a `common.offline.data.OfflineData`."""
+        ...

@@ -308,9 +308,10 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
             result.update(agent.diagnostics())
         c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
         elapsed = c["elapsed"] + time.perf_counter() - clock
-        logger.log(
-            "eval", {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
-        )
+        row = {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
+        logger.log("eval", row)
+        if ctx.on_eval is not None:
+            ctx.on_eval(step * repeat, row, agent)
         return True
 
     def stop_here(mid_episode: bool) -> float:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,9 @@ class RunContext:
     resuming: bool
     stop: StopFlag
     info: dict[str, Any] = field(default_factory=dict)
+    # Called after every logged evaluation with (frame, eval row, agent): HPO reports intermediate scores
+    # through it (and may raise to prune), dataset generators snapshot policies. None = nothing to call.
+    on_eval: Callable[[int, dict[str, Any], Any], None] | None = None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,65 @@
+"""Offline transitions in memory, and the sampler offline agents train from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.buffers.base import Batch
+
+
+@dataclass
+class OfflineData:
+    """A flat set of transitions (s, a, r, s', terminated, truncated), in episode order.
+
+    Episode ``i`` spans rows ``episode_starts[i] : episode_starts[i + 1]`` (the last one runs to the end);
+    a row with `terminated` ends its episode at a true terminal (no bootstrap), one with `truncated` at a time
+    limit. `metadata` holds what the dataset recorded: `env`, `split`, `ref_min_score` (the random policy's
+    average return) and `ref_max_score` (the expert's), and the producing policy.
+    """
+
+    observations: np.ndarray  # (N, obs_dim) float32
+    actions: np.ndarray  # (N, act_dim) float32, in [-1, 1]
+    rewards: np.ndarray  # (N,) float32
+    next_observations: np.ndarray  # (N, obs_dim) float32
+    terminations: np.ndarray  # (N,) bool
+    truncations: np.ndarray  # (N,) bool
+    episode_starts: np.ndarray  # (E,) int64, ascending, first 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def episode_returns(self) -> np.ndarray:
+        """The undiscounted return of every episode, shape (E,)."""
+        return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
+
+
+class OfflineSampler:
+    """Uniform minibatches of one-step transitions: ``discount = gamma * (1 - terminated)``."""
+
+    def __init__(self, data: OfflineData, discount: float, seed: int) -> None:
+        self.data = data
+        self.discount = float(discount)
+        self.rng = np.random.default_rng(seed)
+        self._not_done = (1.0 - data.terminations.astype(np.float32))[:, None] * np.float32(self.discount)
+        self._rewards = data.rewards.astype(np.float32)[:, None]
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = self.rng.integers(0, len(self.data), size=batch_size)
+        d = self.data
+        return Batch(
+            obs=d.observations[idx],
+            action=d.actions[idx],
+            reward=self._rewards[idx],
+            discount=self._not_done[idx],
+            next_obs=d.next_observations[idx],
+        )
+
+    def get_rng_state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
