@@ -15,3 +15,7 @@ class EnvError(RlreproError):
 
 class CheckpointError(RlreproError):
     """A checkpoint or saved buffer is missing, corrupt, or belongs to another run."""
+
+
+class DatasetError(RlreproError):
+    """An offline dataset is missing, unreadable, or was made for another env or split."""

@@ -78,7 +78,13 @@ class RunLogger:
     """Writes `train.jsonl` and `eval.jsonl` in the run directory and mirrors every row to W&B."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, wandb_id: str, total_frames: int, start_frame: int
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        wandb_id: str,
+        total_frames: int,
+        start_frame: int,
+        unit: str = "frame",
     ) -> None:
         self.train = MetricsFile(run_dir / "train.jsonl")
         self.eval = MetricsFile(run_dir / "eval.jsonl")
@@ -102,7 +108,7 @@ class RunLogger:
         self.bar = tqdm(
             total=total_frames,
             initial=start_frame,
-            unit="frame",
+            unit=unit,
             unit_scale=True,
             dynamic_ncols=True,
             disable=not cfg.logger.progress,
@@ -121,6 +127,8 @@ class RunLogger:
             self._wandb.log(finite, step=int(row["frame"]))
         if kind == "eval":
             self._postfix["eval"] = f"{row['episode_return']:.1f}"
+            if "normalized_score" in row:  # offline runs: the D4RL score next to the raw return
+                self._postfix["score"] = f"{row['normalized_score']:.1f}"
         elif "episode_return" in row:
             self._postfix["ep"] = f"{row['episode_return']:.1f}"
         self.bar.set_postfix(self._postfix, refresh=False)

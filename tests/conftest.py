@@ -81,3 +81,22 @@ def assert_kill_and_resume_identical(args: tuple[str, ...], tmp_path: Path, poll
         json.loads((killed / "status.json").read_text())["score"]
         == json.loads((full / "status.json").read_text())["score"]
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_d4rl(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny D4RL-protocol datasets for hopper made once per test session by `paper=d4rl debug=smoke`
+    (400 SAC frames, 1000 transitions per split). Returns {"root": MINARI_DATASETS_PATH, "run": run dir};
+    pass ``env={"MINARI_DATASETS_PATH": str(root)}`` to `run_cli` to train from them."""
+    root = tmp_path_factory.mktemp("minari")
+    run = tmp_path_factory.mktemp("d4rl_run") / "hopper"
+    run_cli(
+        "paper=d4rl",
+        "env=hopper",
+        "debug=smoke",
+        "paper.datasets.size=1000",
+        f"hydra.run.dir={run}",
+        env={"MINARI_DATASETS_PATH": str(root)},
+        check=True,
+    )
+    return {"root": root, "run": run}

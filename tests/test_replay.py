@@ -429,3 +429,36 @@ def test_pixel_memory_is_a_third_of_stacked_storage():
     per_step = buf.nbytes / 10
     stacked = 9 * 84 * 84 + 4 * 6 + 4 + 4  # DrQ-v2: stacked obs + action + reward + discount
     assert per_step <= 0.35 * stacked
+
+
+def test_one_step_transitions_export_in_collection_order() -> None:
+    spec = EnvSpec((2,), np.dtype(np.float32), (2,), 1, (1,), 1, 10, False)
+    replay = NStepReplay(spec, capacity=100, nstep=3, discount=0.99, seed=0)
+    o = lambda v: np.full(2, v, np.float32)  # noqa: E731
+    a = lambda v: np.full(1, v, np.float32)  # noqa: E731
+    replay.add_first(o(0))
+    replay.add(a(0.1), 1.0, o(1), False, False)
+    replay.add(a(0.2), 2.0, o(2), True, False)  # terminal
+    replay.add_first(o(10))
+    replay.add(a(0.3), 3.0, o(11), False, False)
+    replay.add_first(o(20))  # the previous episode was cut: a truncation
+    replay.add(a(0.4), 4.0, o(21), False, False)
+    t = replay.one_step_transitions()
+    assert t["observations"][:, 0].tolist() == [0, 1, 10, 20]
+    assert t["next_observations"][:, 0].tolist() == [1, 2, 11, 21]
+    assert t["actions"][:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert t["rewards"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert t["terminations"].tolist() == [False, True, False, False]
+    assert t["truncations"].tolist() == [False, False, True, False]
+    assert replay.one_step_transitions(max_steps=4)["rewards"].tolist() == [1.0, 2.0]
+
+
+def test_one_step_transitions_refuses_an_overwritten_prefix() -> None:
+    spec = EnvSpec((2,), np.dtype(np.float32), (2,), 1, (1,), 1, 10, False)
+    replay = NStepReplay(spec, capacity=4, nstep=1, discount=0.99, seed=0)
+    replay.add_first(np.zeros(2, np.float32))
+    for i in range(6):
+        replay.add(np.zeros(1, np.float32), float(i), np.full(2, i, np.float32), False, False)
+    assert replay.one_step_transitions()["rewards"].tolist() == [3.0, 4.0, 5.0]  # the ring keeps 4 steps
+    with pytest.raises(ConfigError, match="overwritten its first 3 steps"):
+        replay.one_step_transitions(max_steps=5)

@@ -118,6 +118,39 @@ class NStepReplay:
         self._num_ends += int(end != _CONTINUES)
         self._total += 1
 
+    def one_step_transitions(self, max_steps: int | None = None) -> dict[str, np.ndarray]:
+        """Every stored one-step transition in the order it was collected, oldest first (no frame stacks:
+        state replays, ``frame_stack=1``). With `max_steps`, only those among the first `max_steps` steps
+        ever stored (counted from the first `add_first`); they must all still be in the ring.
+
+        Returns arrays `observations`, `actions`, `rewards`, `next_observations`, `terminations`,
+        `truncations` (the transition ends its episode at a terminal / a time limit or interruption).
+        The newest episode's unfinished tail is included; its last transition ends neither way.
+        """
+        if self._k != 1:
+            raise ConfigError("one_step_transitions exports state replays only (frame_stack=1)")
+        oldest = self._total - len(self)
+        stop = self._total if max_steps is None else min(int(max_steps), self._total)
+        if stop > 0 and oldest > 0 and max_steps is not None:
+            raise ConfigError(
+                f"the replay ring has overwritten its first {oldest} steps; the first {max_steps} are gone "
+                f"(raise paper.buffer.capacity to at least the training length)"
+            )
+        t = np.arange(oldest, max(oldest, stop - 1))  # a transition t -> t + 1 needs both steps stored
+        nxt = (t + 1) % self.capacity
+        starts = self._end[t % self.capacity] == _CONTINUES
+        starts &= self._episode_start[nxt] == self._episode_start[t % self.capacity]  # same episode
+        t, nxt = t[starts], nxt[starts]
+        ends = self._end[nxt]
+        return {
+            "observations": self._frame[t % self.capacity].copy(),
+            "actions": self._action[nxt].copy(),
+            "rewards": self._reward[nxt].copy(),
+            "next_observations": self._frame[nxt].copy(),
+            "terminations": ends == _TERMINATED,
+            "truncations": ends == _TRUNCATED,
+        }
+
     # ---------------------------------------------------------------- sampling
 
     def __len__(self) -> int:

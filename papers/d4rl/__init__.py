@@ -1,0 +1,1 @@
+"""D4RL-protocol dataset generator (a plugin whose loop writes datasets instead of training a final agent)."""
