@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke test test-slow lint format typecheck bench clean
+.PHONY: help install run smoke test test-slow lint format typecheck bench report compare clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_drm.py | tee bench/drm.json
 	$(PY) bench/bench_stream.py | tee bench/stream.json
 	$(PY) bench/bench_stats.py | tee bench/stats.json
+	$(PY) bench/bench_d4rl.py | tee bench/d4rl.json
+
+report: install ## a report from run dirs: make report RUNS="runs/sac runs/stream_ac" [OUT=report] [COMPARE=dir]
+	$(PY) -m common.report $(RUNS) --out $(or $(OUT),report) $(if $(COMPARE),--compare $(COMPARE))
+
+compare: install ## AdaStop comparison: make compare CMP="paper=sac,stream_ac env=cartpole_swingup --n 5 --K 5"
+	OMP_NUM_THREADS=1 $(PY) -m common.evaluation.compare $(or $(CMP),paper=sac,stream_ac env=cartpole_swingup debug=smoke --n 3 --K 3)
 
 clean: ## remove caches (keeps runs/ and the venv)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache MUJOCO_LOG.TXT

@@ -1,0 +1,136 @@
+"""Published scores per paper and env, and normalisation bounds per env, loaded from the YAML files here.
+
+`papers.yaml` holds each paper's reported numbers with their source; `envs.yaml` holds the bounds used to
+normalise returns across envs. Both are data: add a number by adding an entry with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from common.errors import ConfigError
+
+HERE = Path(__file__).resolve().parent
+
+# A paper number counts as "at our budget" when its frame count is within this fraction of ours.
+FRAMES_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class PaperScore:
+    """One reported number: mean (and spread) at `frames`, or `unavailable` naming where it would be."""
+
+    paper: str
+    env: str
+    frames: int | None
+    mean: float | None
+    sd: float | None
+    seeds: int | None
+    runs: tuple[float, ...]
+    source: str
+    unavailable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paper": self.paper,
+            "env": self.env,
+            "frames": self.frames,
+            "mean": self.mean,
+            "sd": self.sd,
+            "seeds": self.seeds,
+            "runs": list(self.runs),
+            "source": self.source,
+            "unavailable": self.unavailable,
+        }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Normalisation bounds of an env: normalised = (score - low) / (high - low)."""
+
+    low: float
+    high: float
+    source: str
+    kind: str = "reference"
+
+    def normalize(self, scores: np.ndarray | float) -> np.ndarray:
+        return (np.asarray(scores, dtype=np.float64) - self.low) / (self.high - self.low)
+
+
+def _load_yaml(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((HERE / name).read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{HERE / name} must hold a mapping")
+    return data
+
+
+def _paper_score(paper: str, env: str, entry: dict[str, Any], where: str) -> PaperScore:
+    if "unavailable" in entry:
+        return PaperScore(paper, env, entry.get("frames"), None, None, None, (), entry["unavailable"], True)
+    if "source" not in entry or "frames" not in entry:
+        raise ConfigError(f"{where}: each entry needs `frames` and `source` (or `unavailable`)")
+    runs = tuple(float(x) for x in entry.get("runs", ()))
+    if runs:
+        mean = float(np.mean(runs))
+        sd: float | None = float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0
+        seeds: int | None = len(runs)
+    elif "mean" in entry:
+        mean = float(entry["mean"])
+        sd = None if entry.get("sd") is None else float(entry["sd"])
+        seeds = None if entry.get("seeds") is None else int(entry["seeds"])
+    else:
+        raise ConfigError(f"{where}: give `runs` (per-seed values) or `mean`")
+    return PaperScore(paper, env, int(entry["frames"]), mean, sd, seeds, runs, str(entry["source"]))
+
+
+@cache
+def paper_scores() -> dict[tuple[str, str], tuple[PaperScore, ...]]:
+    """Every entry of papers.yaml keyed by (paper, env), ordered by frames."""
+    out: dict[tuple[str, str], tuple[PaperScore, ...]] = {}
+    for paper, envs in _load_yaml("papers.yaml").items():
+        for env, entries in (envs or {}).items():
+            scores = [_paper_score(paper, env, e, f"papers.yaml {paper}/{env}") for e in entries]
+            out[(paper, env)] = tuple(sorted(scores, key=lambda s: s.frames or 0))
+    return out
+
+
+@cache
+def env_bounds() -> dict[str, Bounds]:
+    """Normalisation bounds per env name from envs.yaml."""
+    table = _load_yaml("envs.yaml").get("envs", {})
+    return {
+        env: Bounds(float(b["low"]), float(b["high"]), str(b["source"]), str(b.get("kind", "reference")))
+        for env, b in table.items()
+    }
+
+
+def bounds_for(env: str) -> Bounds | None:
+    """The env's normalisation bounds, or None when no source-backed bounds are recorded."""
+    return env_bounds().get(env)
+
+
+def reference_for(paper: str, env: str, frames: int | None) -> tuple[PaperScore | None, str]:
+    """The paper's number at our budget `frames`, and a note explaining a missing or mismatched one.
+
+    Returns (score, "") on a match within FRAMES_TOLERANCE; (None, why) otherwise.
+    """
+    entries = paper_scores().get((paper, env), ())
+    if not entries:
+        return None, f"no {paper} number for {env} in common/evaluation/references/papers.yaml"
+    usable = [e for e in entries if not e.unavailable]
+    if not usable:
+        return None, f"not available: {entries[0].source}"
+    if frames is not None:
+        for e in usable:
+            assert e.frames is not None
+            if abs(e.frames - frames) <= FRAMES_TOLERANCE * e.frames:
+                return e, ""
+    budgets = ", ".join(f"{e.frames:,}" for e in usable)
+    ours = "unknown" if frames is None else f"{frames:,}"
+    return None, f"paper reports {env} at {budgets} frames; ours ends at {ours}: budgets differ"
