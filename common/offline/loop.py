@@ -24,9 +24,9 @@ from common.evaluation.normalize import normalized_score
 from common.logger import Averager, RunLogger
 from common.loop import build_env, evaluate
 from common.offline.data import OfflineData, OfflineSampler
-from common.offline.minari_io import check_split, load_dataset
+from common.offline.minari_io import check_split, dataset_id, load_dataset
 from common.registry import import_entry
-from common.runtime import RunContext
+from common.runtime import RunContext, write_json
 
 
 def validate(cfg: DictConfig) -> None:
@@ -70,6 +70,16 @@ train_offline.validate = validate  # type: ignore[attr-defined]
 def _run(cfg: DictConfig, ctx: RunContext, env: Any, data: OfflineData) -> float:
     p, t = cfg.paper, cfg.paper.train
     ref_min, ref_max = float(data.metadata["ref_min_score"]), float(data.metadata["ref_max_score"])
+    # provenance for reports: which dataset, and the bounds its normalised scores use
+    ctx.info["dataset"] = {
+        "id": dataset_id(cfg.env.name, cfg.dataset),
+        "split": cfg.dataset,
+        "transitions": len(data),
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "made_by": data.metadata.get("run_dir"),
+    }
+    write_json(ctx.run_dir / "run.json", ctx.info)
     agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
     agent.prepare(data)
     sampler = OfflineSampler(data, p.buffer.discount, seed=cfg.seed)
