@@ -341,7 +341,7 @@ def test_cli_smoke_run_on_hopper(tmp_path) -> None:
 @pytest.mark.slow
 def test_paper_defaults_learn_pendulum_from_the_cli(tmp_path) -> None:
     # The learning check with every SynthER/REDQ default (5,000 uniform steps, 256x256, lr 3e-4,
-    # batch 256): Pendulum-v1 goes from ~-1200 (random) to better than -400 within 15k steps (~4 CPU-min).
+    # batch 256): Pendulum-v1 goes from ~-1200 (random) to better than -400 within 15k steps (4-10 min here, depending on load).
     from tests.conftest import metric_rows, run_cli
 
     run = tmp_path / "sac_pendulum"
