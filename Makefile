@@ -52,6 +52,7 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_stream.py | tee bench/stream.json
 	$(PY) bench/bench_stats.py | tee bench/stats.json
 	$(PY) bench/bench_d4rl.py | tee bench/d4rl.json
+	$(PY) bench/bench_offline.py | tee bench/offline.json
 
 report: install ## a report from run dirs: make report RUNS="runs/sac runs/stream_ac" [OUT=report] [COMPARE=dir]
 	$(PY) -m common.report $(RUNS) --out $(or $(OUT),report) $(if $(COMPARE),--compare $(COMPARE))

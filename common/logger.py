@@ -13,7 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-TIME_KEYS = ("time", "fps")  # wall-clock fields: the only ones that differ between identical runs
+# wall-clock fields: the only ones that differ between identical runs
+TIME_KEYS = ("time", "fps", "updates_per_s")
 
 
 class MetricsFile:
