@@ -40,6 +40,7 @@ def make_cfg(**overrides: object) -> OmegaConf:
         log_std_max=2.0,
         actor_q="mean",
         num_expl_steps=10,
+        actor_update_every=1,
     )
     cfg.update(overrides)
     out = OmegaConf.create(cfg)
@@ -341,7 +342,8 @@ def test_cli_smoke_run_on_hopper(tmp_path) -> None:
 @pytest.mark.slow
 def test_paper_defaults_learn_pendulum_from_the_cli(tmp_path) -> None:
     # The learning check with every SynthER/REDQ default (5,000 uniform steps, 256x256, lr 3e-4,
-    # batch 256): Pendulum-v1 goes from ~-1200 (random) to better than -400 within 15k steps (4-10 min here, depending on load).
+    # batch 256): Pendulum-v1 goes from ~-1200 (random) to better than -400 within 15k steps
+    # (4-10 min here, depending on load).
     from tests.conftest import metric_rows, run_cli
 
     run = tmp_path / "sac_pendulum"
@@ -351,3 +353,29 @@ def test_paper_defaults_learn_pendulum_from_the_cli(tmp_path) -> None:
     )  # fmt: skip
     returns = [row["episode_return"] for row in metric_rows(run / "eval.jsonl")]
     assert returns[0] < -900 and returns[-1] > -400, returns
+
+
+def test_actor_update_delay_moves_the_actor_on_every_kth_update_only() -> None:
+    # REDQ policy_update_delay (SynthER UTD 20: 20): critics learn on every update, the actor and the
+    # temperature on updates k, 2k, ...; the counter survives a checkpoint.
+    agent = make_agent(actor_update_every=3)
+    batch = make_batch(n=16)
+
+    def snapshot() -> tuple[torch.Tensor, torch.Tensor, float]:
+        actor, critic = next(agent.actor.parameters()), next(agent.critic.parameters())
+        return actor.detach().clone(), critic.detach().clone(), float(agent.log_alpha)
+
+    moved = []
+    for _ in range(6):
+        actor0, critic0, alpha0 = snapshot()
+        metrics = agent.update(batch, 100)
+        actor1, critic1, alpha1 = snapshot()
+        assert not torch.equal(critic0, critic1)
+        moved.append((not torch.equal(actor0, actor1), alpha0 != alpha1, "actor_loss" in metrics))
+    idle, learn = (False, False, False), (True, True, True)
+    assert moved == [idle, idle, learn, idle, idle, learn]
+    restored = make_agent(actor_update_every=3)
+    restored.load_state_dict(agent.state_dict())
+    assert restored.num_updates == 6
+    with pytest.raises(ConfigError, match="actor_update_every=0 must be >= 1"):
+        make_agent(actor_update_every=0)

@@ -59,7 +59,7 @@ def train_offline(cfg: DictConfig, ctx: RunContext) -> float:
     env = build_env(cfg, cfg.seed)
     try:
         data = load_dataset(cfg.env.name, cfg.dataset, env.spec)
-        return _run(cfg, ctx, env, data)
+        return run_learner(cfg, ctx, env, data)
     finally:
         env.close()
 
@@ -67,7 +67,14 @@ def train_offline(cfg: DictConfig, ctx: RunContext) -> float:
 train_offline.validate = validate  # type: ignore[attr-defined]
 
 
-def _run(cfg: DictConfig, ctx: RunContext, env: Any, data: OfflineData) -> float:
+def run_learner(
+    cfg: DictConfig, ctx: RunContext, env: Any, data: OfflineData, prepare_on: OfflineData | None = None
+) -> float:
+    """Train `cfg.paper.entry` on batches from `data`, evaluating in `env`; returns the last normalised score.
+
+    `prepare_on` (default `data`) is what `agent.prepare` sees: e.g. SynthER trains on synthetic transitions
+    but takes its state and reward normalisers from the real dataset. Reference scores come from `data`.
+    """
     p, t = cfg.paper, cfg.paper.train
     ref_min, ref_max = float(data.metadata["ref_min_score"]), float(data.metadata["ref_max_score"])
     # provenance for reports: which dataset, and the bounds its normalised scores use
@@ -81,7 +88,7 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Any, data: OfflineData) -> float
     }
     write_json(ctx.run_dir / "run.json", ctx.info)
     agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
-    agent.prepare(data)
+    agent.prepare(data if prepare_on is None else prepare_on)
     sampler = OfflineSampler(data, p.buffer.discount, seed=cfg.seed)
     checkpointer = Checkpointer(ctx.run_dir, cfg.checkpoint.keep)
     c: dict[str, Any] = {"step": 0, "last_eval_step": -1, "last_score": float("nan"), "elapsed": 0.0}

@@ -39,6 +39,7 @@ CFG_KEYS = (
     "log_std_max",
     "actor_q",
     "num_expl_steps",
+    "actor_update_every",
 )
 ACTION_BOUND_EPSILON = 1e-6  # REDQ core.py: inside log(1 - tanh(u)^2 + eps)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -116,6 +117,12 @@ class SACAgent:
         self.precision = check_precision(precision)
         self.critic_target_tau = float(cfg.critic_target_tau)
         self.num_expl_steps = int(cfg.num_expl_steps)
+        # REDQ policy_update_delay: the actor and the temperature learn on every k-th update only (SynthER's
+        # UTD-20 runs: k = 20, once per env step); the critics learn on every update.
+        self.actor_update_every = int(cfg.actor_update_every)
+        if self.actor_update_every < 1:
+            raise ConfigError(f"paper.agent.actor_update_every={self.actor_update_every} must be >= 1")
+        self.num_updates = 0
         self.actor_q = str(cfg.actor_q)
         self.action_shape = tuple(spec.action_shape)
         obs_dim, action_dim, hidden = spec.obs_shape[0], self.action_shape[0], int(cfg.hidden_dim)
@@ -188,50 +195,52 @@ class SACAgent:
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
 
-        # Eq. 9  J_pi = alpha * log pi(a|s) - Q(s, a),  a = tanh(mean + std * eps) (Eq. 8, App. C).
-        # Q = mean of the twin critics (REDQ `ave_q`), or their min (Haarnoja et al.): `actor_q`.
-        # The critics are frozen for this pass so their gradients stay those of J_Q.
-        with self._autocast():
-            mean, log_std = self.actor(obs)
-        pi_action, log_prob = squashed_gaussian(mean, log_std)
-        self.critic.requires_grad_(False)
-        with self._autocast():
-            pi_q1, pi_q2 = self.critic(obs, pi_action)
-        self.critic.requires_grad_(True)
-        pi_q1, pi_q2 = pi_q1.float(), pi_q2.float()
-        pi_q = (pi_q1 + pi_q2) / 2 if self.actor_q == "mean" else torch.min(pi_q1, pi_q2)
-        actor_loss = (alpha * log_prob - pi_q).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        self.num_updates += 1
+        scalars: dict[str, torch.Tensor] = {
+            "batch_reward": reward.mean(),
+            "critic_loss": critic_loss,
+            "q": q1.mean(),
+            "q2": q2.mean(),
+            "target_q": target_q.mean(),
+            "alpha": alpha,  # the temperature this update used
+        }
+        if self.num_updates % self.actor_update_every == 0:
+            # Eq. 9  J_pi = alpha * log pi(a|s) - Q(s, a),  a = tanh(mean + std * eps) (Eq. 8, App. C).
+            # Q = mean of the twin critics (REDQ `ave_q`), or their min (Haarnoja et al.): `actor_q`.
+            # The critics are frozen for this pass so their gradients stay those of J_Q.
+            with self._autocast():
+                mean, log_std = self.actor(obs)
+            pi_action, log_prob = squashed_gaussian(mean, log_std)
+            self.critic.requires_grad_(False)
+            with self._autocast():
+                pi_q1, pi_q2 = self.critic(obs, pi_action)
+            self.critic.requires_grad_(True)
+            pi_q1, pi_q2 = pi_q1.float(), pi_q2.float()
+            pi_q = (pi_q1 + pi_q2) / 2 if self.actor_q == "mean" else torch.min(pi_q1, pi_q2)
+            actor_loss = (alpha * log_prob - pi_q).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
 
-        # Eq. 18  J(alpha) = E[-alpha * (log pi(a|s) + H)], H = target entropy.
-        # DEVIATION: differentiated w.r.t. log(alpha) with log(alpha) in place of alpha, as REDQ and
-        # softlearning do: same sign of the gradient (alpha falls when entropy is above the target), no
-        # constraint alpha > 0 to enforce.
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
+            # Eq. 18  J(alpha) = E[-alpha * (log pi(a|s) + H)], H = target entropy.
+            # DEVIATION: differentiated w.r.t. log(alpha) with log(alpha) in place of alpha, as REDQ and
+            # softlearning do: same sign of the gradient (alpha falls when entropy is above the target), no
+            # constraint alpha > 0 to enforce.
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
 
-        self.critic_opt.step()
-        self.actor_opt.step()
-        self.alpha_opt.step()
+            self.critic_opt.step()
+            self.actor_opt.step()
+            self.alpha_opt.step()
+            scalars.update(actor_loss=actor_loss, entropy=-log_prob.mean(), alpha_loss=alpha_loss)
+        else:
+            self.critic_opt.step()
 
         # Target critics: theta' <- tau * theta + (1 - tau) * theta' (REDQ polyak 0.995 = 1 - tau).
         soft_update_(self.critic_target, self.critic, self.critic_target_tau)
 
-        with torch.no_grad():
-            scalars = {
-                "batch_reward": reward.mean(),
-                "critic_loss": critic_loss,
-                "q": q1.mean(),
-                "q2": q2.mean(),
-                "target_q": target_q.mean(),
-                "actor_loss": actor_loss,
-                "entropy": -log_prob.mean(),  # one-sample estimate of H(pi(.|s))
-                "alpha": alpha,  # the temperature this update used
-                "alpha_loss": alpha_loss,
-            }
-            values = torch.stack([v.reshape(()) for v in scalars.values()]).tolist()  # one device sync
+        with torch.no_grad():  # one device sync for every scalar
+            values = torch.stack([v.detach().reshape(()).float() for v in scalars.values()]).tolist()
         return dict(zip(scalars, values, strict=True))
 
     # -----------------------------------------------------------------------------------------------
@@ -250,9 +259,11 @@ class SACAgent:
     def state_dict(self) -> dict[str, Any]:
         state = parts_state(self._parts())
         state["log_alpha"] = self.log_alpha.detach().clone()
+        state["num_updates"] = self.num_updates
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_parts(self._parts(), state, "SAC", extra=("log_alpha",))
+        self.num_updates = int(state.get("num_updates", 0))  # checkpoints before the delay knob: 0
         with torch.no_grad():  # in place: alpha_opt holds this very tensor
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
