@@ -4,11 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ARGS ?= paper=drqv2 env=cheetah_run
+HPO ?= conf/hpo/sac_smoke.yaml
+HPO_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke test test-slow lint format typecheck bench report compare clean
+.PHONY: help install run smoke test test-slow lint format typecheck bench report compare sweep hpo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -53,12 +55,19 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_stats.py | tee bench/stats.json
 	$(PY) bench/bench_d4rl.py | tee bench/d4rl.json
 	$(PY) bench/bench_offline.py | tee bench/offline.json
+	$(PY) bench/bench_diffusion.py | tee bench/diffusion.json
 
 report: install ## a report from run dirs: make report RUNS="runs/sac runs/stream_ac" [OUT=report] [COMPARE=dir]
 	$(PY) -m common.report $(RUNS) --out $(or $(OUT),report) $(if $(COMPARE),--compare $(COMPARE))
 
 compare: install ## AdaStop comparison: make compare CMP="paper=sac,stream_ac env=cartpole_swingup --n 5 --K 5"
 	OMP_NUM_THREADS=1 $(PY) -m common.evaluation.compare $(or $(CMP),paper=sac,stream_ac env=cartpole_swingup debug=smoke --n 3 --K 3)
+
+sweep: install ## expand a sweep file into a Hydra multirun: make sweep S=sweeps/drm_dog.yaml [SWEEP_ARGS="..."]
+	$(PY) -m common.hpo.sweep $(S) $(SWEEP_ARGS)
+
+hpo: install ## an Optuna study (default: a ~3-min CPU demo): make hpo [HPO=conf/hpo/sac.yaml HPO_ARGS="env=hopper"]
+	OMP_NUM_THREADS=1 WANDB_MODE=$${WANDB_MODE:-disabled} $(PY) -m common.hpo $(HPO) $(HPO_ARGS)
 
 clean: ## remove caches (keeps runs/ and the venv)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache MUJOCO_LOG.TXT

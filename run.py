@@ -29,7 +29,9 @@ def main(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     try:
-        group_choices = [f"{g}={c}" for g, c in hc.runtime.choices.items() if c is not None and "/" not in g]
+        # top-level group choices only: not hydra/..., nor groups placed at a package (local@hydra.launcher)
+        choices = hc.runtime.choices.items()
+        group_choices = [f"{g}={c}" for g, c in choices if c is not None and "/" not in g and "@" not in g]
         baseline = hydra.compose(config_name="config", overrides=group_choices)
         check_overrides(cfg, baseline, hc.overrides.task, groups=hc.runtime.choices.keys())
         return start(cfg, Path(hc.runtime.output_dir))

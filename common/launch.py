@@ -10,8 +10,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,22 +20,28 @@ from common.config import resolved_yaml
 from common.errors import CheckpointError, ConfigError
 from common.registry import import_entry
 from common.runtime import (
+    EndRun,
     RunContext,
     StopFlag,
     config_hash,
     new_run_info,
+    requeue_after_stop,
     resolve_device,
     seed_everything,
     write_json,
 )
 
+OnEval = Callable[[int, dict[str, Any], Any], None]
 CONFIG_FILE = "config.yaml"
 INFO_FILE = "run.json"
 STATUS_FILE = "status.json"
 
 
-def start(cfg: DictConfig, run_dir: Path) -> float:
-    """Start a new run in `run_dir`, or continue it when it holds this very config (a SLURM requeue)."""
+def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None) -> float:
+    """Start a new run in `run_dir`, or continue it when it holds this very config (a SLURM requeue).
+
+    `on_eval(frame, eval_row, agent)` is called after every logged evaluation (HPO reports through it).
+    """
     text = resolved_yaml(cfg)  # unresolvable or unset values fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
@@ -44,7 +51,7 @@ def start(cfg: DictConfig, run_dir: Path) -> float:
             raise ConfigError(
                 f"run directory {run_dir} already holds another run; choose a new hydra.run.dir"
             )
-        return resume(run_dir, [])
+        return resume(run_dir, [], on_eval)
     validate = getattr(import_entry(cfg.paper.loop), "validate", None)
     if validate is not None:
         validate(cfg)  # impossible sizes fail before the run directory is written
@@ -52,7 +59,7 @@ def start(cfg: DictConfig, run_dir: Path) -> float:
     info = new_run_info(cfg)
     write_json(run_dir / INFO_FILE, info)
     frozen = OmegaConf.create(text)
-    return _run(frozen, run_dir, resuming=False, info=info)  # type: ignore[arg-type]
+    return _run(frozen, run_dir, resuming=False, info=info, on_eval=on_eval)  # type: ignore[arg-type]
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -64,7 +71,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def resume(run_dir: Path, overrides: Sequence[str]) -> float:
+def resume(run_dir: Path, overrides: Sequence[str], on_eval: OnEval | None = None) -> float:
     """Continue `run_dir` with its saved config. Only `paper=`/`env=` naming the same choices may be given."""
     cfg = load_run_config(run_dir)
     for override in overrides:
@@ -83,10 +90,10 @@ def resume(run_dir: Path, overrides: Sequence[str]) -> float:
             )
     info_path = run_dir / INFO_FILE
     info = json.loads(info_path.read_text()) if info_path.exists() else new_run_info(cfg)
-    return _run(cfg, run_dir, resuming=True, info=info)
+    return _run(cfg, run_dir, resuming=True, info=info, on_eval=on_eval)
 
 
-def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
+def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict, on_eval: OnEval | None) -> float:
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     if resuming and not (run_dir / "checkpoints").exists():
@@ -97,9 +104,16 @@ def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
     status = {"state": "running", "started": time.time(), "resumed": resuming}
     write_json(run_dir / STATUS_FILE, status)
     with StopFlag() as stop:
-        ctx = RunContext(run_dir=run_dir, device=device, resuming=resuming, stop=stop, info=info)
+        ctx = RunContext(
+            run_dir=run_dir, device=device, resuming=resuming, stop=stop, info=info, on_eval=on_eval
+        )
         try:
             score = loop(cfg, ctx)
+        except EndRun as e:  # ended on purpose by on_eval (an HPO trial pruned): not a failure
+            write_json(
+                run_dir / STATUS_FILE, {**status, "state": e.state, "ended": time.time(), "reason": str(e)}
+            )
+            raise
         except BaseException as e:
             write_json(
                 run_dir / STATUS_FILE, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"}
@@ -110,4 +124,5 @@ def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict) -> float:
     write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": final})
     if stop:
         print(f"stopped with a checkpoint; continue with: python run.py resume={run_dir}", file=sys.stderr)
+        requeue_after_stop(stop.signal)  # inside a SLURM job: back in the queue, resumes from here
     return score

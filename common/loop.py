@@ -311,7 +311,11 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
         row = {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
         logger.log("eval", row)
         if ctx.on_eval is not None:
-            ctx.on_eval(step * repeat, row, agent)
+            try:
+                ctx.on_eval(step * repeat, row, agent)
+            except BaseException:  # e.g. an HPO trial pruned here: close the bar and the W&B run first
+                logger.close()
+                raise
         return True
 
     def stop_here(mid_episode: bool) -> float:

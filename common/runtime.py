@@ -93,6 +93,38 @@ class StopFlag:
         return self.signal is not None
 
 
+class EndRun(Exception):
+    """Raised by a `RunContext.on_eval` callback to end a run on purpose (e.g. an HPO trial pruned by
+    its intermediate scores). `common.launch` records `state` in status.json and re-raises."""
+
+    def __init__(self, reason: str, state: str = "pruned") -> None:
+        super().__init__(reason)
+        self.state = state
+
+
+def requeue_after_stop(signum: int | None) -> str | None:
+    """After a run stopped on SIGUSR2 inside a SLURM job (submitit's and `sbatch --signal` time-limit and
+    preemption warning), put the job back in the queue; its next start continues the run from its
+    checkpoint. Returns how it was requeued, or None when there is nothing to do.
+
+    `StopFlag` replaces the SIGUSR2 handler while the run lasts; when it exits, the handler that was there
+    before is back. Under submitit that handler checkpoints the submission, requeues the job (counting time
+    limits against `max_num_timeout`) and exits: the signal is raised again for it and this call does not
+    return. Any other SLURM job is requeued with `scontrol requeue`.
+    """
+    if signum != signal.SIGUSR2 or "SLURM_JOB_ID" not in os.environ:
+        return None
+    if callable(signal.getsignal(signal.SIGUSR2)):
+        signal.raise_signal(signal.SIGUSR2)  # submitit: requeues, then sys.exit
+        return "handler"
+    job = os.environ["SLURM_JOB_ID"]
+    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        print(f"could not requeue SLURM job {job}: {out.stderr.strip()}", file=sys.stderr)
+        return None
+    return "scontrol"
+
+
 @dataclass
 class RunContext:
     """What a loop gets besides the config."""

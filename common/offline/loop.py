@@ -153,7 +153,11 @@ def run_learner(
         logger.log("eval", row)
         c["last_eval_step"], c["last_score"] = step, score
         if ctx.on_eval is not None:
-            ctx.on_eval(step, row, agent)
+            try:
+                ctx.on_eval(step, row, agent)
+            except BaseException:  # e.g. an HPO trial pruned here: close the bar and the W&B run first
+                logger.close()
+                raise
         return True
 
     metrics = Averager()
