@@ -161,7 +161,44 @@ def new_run_info(cfg: DictConfig) -> dict[str, Any]:
         "command": " ".join(sys.argv),
         "wandb_id": uuid.uuid4().hex[:8],
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "packages": package_versions(),
+        "hardware": hardware(),
     }
+
+
+PACKAGES = (
+    "numpy",
+    "torch",
+    "mujoco",
+    "dm-control",
+    "gymnasium",
+    "hydra-core",
+    "omegaconf",
+    "minari",
+    "wandb",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that decide a run's numbers (None: not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    """CPU model and count, and the GPU when CUDA is visible."""
+    info: dict[str, Any] = {"cpu": cpu_name(), "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpus"] = torch.cuda.device_count()
+    return info
 
 
 def cpu_name() -> str:
