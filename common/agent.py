@@ -79,3 +79,23 @@ class OfflineAgent(Agent, Protocol):
     def prepare(self, data: Any) -> None:
         """`data` is a `common.offline.data.OfflineData`."""
         ...
+
+
+def check_state_control(owner: str, cfg: DictConfig, keys: tuple[str, ...], spec: EnvSpec) -> None:
+    """The checks every state-based continuous-control agent makes first: its `paper.agent` holds `keys`, the
+    env takes a flat action vector in [-1, 1], and observations are state vectors. One-line ConfigErrors."""
+    from common.errors import ConfigError
+
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ConfigError(f"paper.agent is missing {', '.join(missing)} ({owner} needs {', '.join(keys)})")
+    discrete = hasattr(spec, "num_actions")
+    if len(spec.action_shape) != 1 or discrete:
+        raise ConfigError(
+            f"{owner} needs continuous actions (a flat vector in [-1, 1]); this env has action_shape "
+            f"{spec.action_shape}{' (discrete)' if discrete else ''}"
+        )
+    if spec.pixels or len(spec.obs_shape) != 1:
+        raise ConfigError(
+            f"{owner} here learns from state vectors (pixels=false), got obs_shape {spec.obs_shape}"
+        )

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from common.agent import check_state_control
 from common.buffers.base import Batch
 from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
@@ -125,20 +126,7 @@ class IQLAgent:
     """Implicit Q-Learning: expectile V, SARSA-style Q, AWR policy (`common.agent.OfflineAgent`)."""
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
-        missing = [k for k in CFG_KEYS if k not in cfg]
-        if missing:
-            raise ConfigError(
-                f"paper.agent is missing {', '.join(missing)} (IQL needs {', '.join(CFG_KEYS)})"
-            )
-        if len(spec.action_shape) != 1 or hasattr(spec, "num_actions"):
-            raise ConfigError(
-                f"IQL needs continuous actions (a flat vector in [-1, 1]); this env has action_shape "
-                f"{spec.action_shape}{' (discrete)' if hasattr(spec, 'num_actions') else ''}"
-            )
-        if spec.pixels or len(spec.obs_shape) != 1:
-            raise ConfigError(
-                f"IQL here learns from state vectors (pixels=false), got obs_shape {spec.obs_shape}"
-            )
+        check_state_control("IQL", cfg, CFG_KEYS, spec)
         if cfg.policy not in POLICIES:
             raise ConfigError(f"paper.agent.policy={cfg.policy!r} must be one of {', '.join(POLICIES)}")
         if cfg.actor_lr_schedule not in SCHEDULES:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from common.agent import check_state_control
 from common.buffers.base import Batch
 from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
@@ -97,20 +98,7 @@ class SACAgent:
     """SAC with twin critics, automatic temperature and a tanh-Gaussian actor (see `common.agent.Agent`)."""
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
-        missing = [k for k in CFG_KEYS if k not in cfg]
-        if missing:
-            raise ConfigError(
-                f"paper.agent is missing {', '.join(missing)} (SAC needs {', '.join(CFG_KEYS)})"
-            )
-        if len(spec.action_shape) != 1 or hasattr(spec, "num_actions"):
-            raise ConfigError(
-                f"SAC needs continuous actions (a flat vector in [-1, 1]); this env has action_shape "
-                f"{spec.action_shape}{' (discrete)' if hasattr(spec, 'num_actions') else ''}"
-            )
-        if spec.pixels or len(spec.obs_shape) != 1:
-            raise ConfigError(
-                f"SAC here learns from state vectors (pixels=false), got obs_shape {spec.obs_shape}"
-            )
+        check_state_control("SAC", cfg, CFG_KEYS, spec)
         if cfg.actor_q not in ("mean", "min"):
             raise ConfigError(f"paper.agent.actor_q={cfg.actor_q!r} must be 'mean' or 'min'")
         self.device = torch.device(device)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from common.agent import check_state_control
 from common.buffers.base import Batch
 from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
@@ -67,20 +68,7 @@ class TD3BCAgent:
     """TD3 with a behaviour-cloning term and normalised Q in the actor loss (`common.agent.OfflineAgent`)."""
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
-        missing = [k for k in CFG_KEYS if k not in cfg]
-        if missing:
-            raise ConfigError(
-                f"paper.agent is missing {', '.join(missing)} (TD3+BC needs {', '.join(CFG_KEYS)})"
-            )
-        if len(spec.action_shape) != 1 or hasattr(spec, "num_actions"):
-            raise ConfigError(
-                f"TD3+BC needs continuous actions (a flat vector in [-1, 1]); this env has action_shape "
-                f"{spec.action_shape}{' (discrete)' if hasattr(spec, 'num_actions') else ''}"
-            )
-        if spec.pixels or len(spec.obs_shape) != 1:
-            raise ConfigError(
-                f"TD3+BC here learns from state vectors (pixels=false), got obs_shape {spec.obs_shape}"
-            )
+        check_state_control("TD3+BC", cfg, CFG_KEYS, spec)
         if int(cfg.policy_freq) < 1:
             raise ConfigError(f"paper.agent.policy_freq={cfg.policy_freq} must be a positive integer")
         self.device = torch.device(device)
