@@ -15,7 +15,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from common.buffers.base import Batch
 from common.envs.base import EnvSpec
 from common.envs.discrete import DiscreteEnvSpec
 from common.errors import CheckpointError, ConfigError
@@ -25,7 +24,17 @@ from common.offline.data import OfflineData, OfflineSampler
 from common.registry import CONF_DIR
 from papers.iql.agent import IQLAgent, advantage_weights, cosine_lr, expectile_loss, gaussian_log_prob
 from tests.conftest import assert_kill_and_resume_identical, run_cli
-from tests.test_td3bc import mean_return, pendulum_dataset, pendulum_env, references, toy_data
+from tests.test_td3bc import (  # the offline test fixtures both plugins share
+    as_tensors,
+    make_batch,
+    make_spec,
+    mean_return,
+    params,
+    pendulum_dataset,
+    pendulum_env,
+    references,
+    toy_data,
+)
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -59,10 +68,6 @@ def make_cfg(**overrides: object) -> OmegaConf:
     return out
 
 
-def make_spec(obs_dim: int = OBS, action_dim: int = ACT) -> EnvSpec:
-    return EnvSpec((obs_dim,), np.dtype(np.float32), (obs_dim,), 1, (action_dim,), 1, 1000, False)
-
-
 def make_agent(
     seed: int = 0,
     precision: str = "fp32",
@@ -74,22 +79,6 @@ def make_agent(
     agent = IQLAgent(make_cfg(**cfg), spec or make_spec(), CPU, precision)
     agent.prepare(toy_data() if data is None else data)
     return agent
-
-
-def make_batch(seed: int = 0, n: int = 6) -> Batch:
-    batch = OfflineSampler(toy_data(), 0.99, seed).sample(n)
-    batch.discount[0] = 0.0  # a true terminal in every batch: no bootstrap there
-    return batch
-
-
-def as_tensors(batch: Batch) -> dict[str, torch.Tensor]:
-    return {
-        k: torch.from_numpy(getattr(batch, k)) for k in ("obs", "action", "reward", "discount", "next_obs")
-    }
-
-
-def params(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
 
 
 # --- the novel pieces by hand ----------------------------------------------------------------------------
