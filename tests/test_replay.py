@@ -450,7 +450,7 @@ def test_one_step_transitions_export_in_collection_order() -> None:
     assert t["rewards"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert t["terminations"].tolist() == [False, True, False, False]
     assert t["truncations"].tolist() == [False, False, True, False]
-    assert replay.one_step_transitions(max_steps=4)["rewards"].tolist() == [1.0, 2.0]
+    assert replay.one_step_transitions(max_transitions=3)["rewards"].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_one_step_transitions_refuses_an_overwritten_prefix() -> None:
@@ -461,4 +461,4 @@ def test_one_step_transitions_refuses_an_overwritten_prefix() -> None:
         replay.add(np.zeros(1, np.float32), float(i), np.full(2, i, np.float32), False, False)
     assert replay.one_step_transitions()["rewards"].tolist() == [3.0, 4.0, 5.0]  # the ring keeps 4 steps
     with pytest.raises(ConfigError, match="overwritten its first 3 steps"):
-        replay.one_step_transitions(max_steps=5)
+        replay.one_step_transitions(max_transitions=5)

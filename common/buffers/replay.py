@@ -118,10 +118,10 @@ class NStepReplay:
         self._num_ends += int(end != _CONTINUES)
         self._total += 1
 
-    def one_step_transitions(self, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    def one_step_transitions(self, max_transitions: int | None = None) -> dict[str, np.ndarray]:
         """Every stored one-step transition in the order it was collected, oldest first (no frame stacks:
-        state replays, ``frame_stack=1``). With `max_steps`, only those among the first `max_steps` steps
-        ever stored (counted from the first `add_first`); they must all still be in the ring.
+        state replays, ``frame_stack=1``). With `max_transitions`, only the first that many ever collected
+        (one per env step), which must all still be in the ring.
 
         Returns arrays `observations`, `actions`, `rewards`, `next_observations`, `terminations`,
         `truncations` (the transition ends its episode at a terminal / a time limit or interruption).
@@ -130,17 +130,18 @@ class NStepReplay:
         if self._k != 1:
             raise ConfigError("one_step_transitions exports state replays only (frame_stack=1)")
         oldest = self._total - len(self)
-        stop = self._total if max_steps is None else min(int(max_steps), self._total)
-        if stop > 0 and oldest > 0 and max_steps is not None:
+        if max_transitions is not None and oldest > 0:
             raise ConfigError(
-                f"the replay ring has overwritten its first {oldest} steps; the first {max_steps} are gone "
-                f"(raise paper.buffer.capacity to at least the training length)"
+                f"the replay ring has overwritten its first {oldest} steps; the first {max_transitions} "
+                f"transitions are gone (raise paper.buffer.capacity to at least the training length)"
             )
-        t = np.arange(oldest, max(oldest, stop - 1))  # a transition t -> t + 1 needs both steps stored
+        t = np.arange(oldest, max(oldest, self._total - 1))  # a transition t -> t + 1 needs both steps
         nxt = (t + 1) % self.capacity
         starts = self._end[t % self.capacity] == _CONTINUES
         starts &= self._episode_start[nxt] == self._episode_start[t % self.capacity]  # same episode
         t, nxt = t[starts], nxt[starts]
+        if max_transitions is not None:
+            t, nxt = t[: int(max_transitions)], nxt[: int(max_transitions)]
         ends = self._end[nxt]
         return {
             "observations": self._frame[t % self.capacity].copy(),

@@ -192,7 +192,7 @@ def _replay_prefix(cfg: DictConfig, env: Env, ctx: RunContext, frames: int) -> O
             f"{ctx.run_dir}/checkpoints has no checkpoint with the behaviour replay; rerun phase 1"
         )
     checkpointer.load(path, {"paper": p.name, "env": cfg.env.name}, replay)
-    t = replay.one_step_transitions(max_steps=frames // p.action_repeat)
+    t = replay.one_step_transitions(max_transitions=frames // p.action_repeat)  # one per env step
     return OfflineData(**t, episode_starts=episode_starts(t["terminations"], t["truncations"]))
 
 
@@ -281,6 +281,11 @@ def write_splits(cfg: DictConfig, ctx: RunContext) -> float:
             if split not in g.splits:
                 continue  # collected only to build medium-expert
             data.metadata.update(refs)
+            if info is not None and not g.overwrite:  # made by another run since this one started
+                raise DatasetError(
+                    f"dataset {dataset_id(env_name, split)} was written by another run "
+                    f"({info.get('run_dir')}) while this one trained; delete it, then resume this run"
+                )
             path = write_dataset(
                 env_name, split, data, {**base_info, "policy": source}, overwrite=True, gym_id=gym_id
             )
