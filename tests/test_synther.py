@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 
 from common.logger import read_metrics
@@ -142,7 +143,12 @@ def test_offline_smoke_scores_every_learner_on_real_synthetic_and_both(
     evals = read_metrics(run_dir / "iql_synthetic" / "eval.jsonl")
     assert [r["step"] for r in evals] == [0, 30, 60]
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "finished" and status["score"] == scores["td3bc"]["synthetic"]
+    # the run's score is a raw return, like every run's; scores.json holds its D4RL normalisation
+    final = read_metrics(run_dir / "td3bc_synthetic" / "eval.jsonl")[-1]
+    assert status["state"] == "finished" and status["score"] == pytest.approx(final["episode_return"])
+    assert scores["td3bc"]["synthetic"] == pytest.approx(final["normalized_score"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["dataset"]["split"] == "medium-replay" and "ref_max_score" in info["dataset"]
     # a second start of the finished run directory reuses everything (no refit, no retraining)
     stamp = (run_dir / "synther" / "synthetic.npz").stat().st_mtime
     run_cli(f"resume={run_dir}", env=env, check=True, timeout=60)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from common.checkpoint import Checkpointer
-from common.errors import CheckpointError, ConfigError
+from common.checkpoint import Checkpointer, resume_agent
+from common.errors import ConfigError
 from common.evaluation.normalize import normalized_score
 from common.logger import Averager, RunLogger
 from common.loop import build_env, evaluate
@@ -54,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def train_offline(cfg: DictConfig, ctx: RunContext) -> float:
-    """Train `cfg.paper.entry` (an `OfflineAgent`) on the dataset; returns the final normalised score."""
+    """Train `cfg.paper.entry` (an `OfflineAgent`) on the dataset; returns the final evaluation return."""
     validate(cfg)
     env = build_env(cfg, cfg.seed)
     try:
@@ -67,45 +67,46 @@ def train_offline(cfg: DictConfig, ctx: RunContext) -> float:
 train_offline.validate = validate  # type: ignore[attr-defined]
 
 
+def record_dataset(ctx: RunContext, cfg: DictConfig, data: OfflineData) -> None:
+    """Provenance for reports in run.json: which dataset, and the reference returns that normalise it."""
+    ctx.info["dataset"] = {
+        "id": dataset_id(cfg.env.name, cfg.dataset),
+        "split": cfg.dataset,
+        "transitions": len(data),
+        "ref_min_score": float(data.metadata["ref_min_score"]),
+        "ref_max_score": float(data.metadata["ref_max_score"]),
+        "made_by": data.metadata.get("run_dir"),
+    }
+    write_json(ctx.run_dir / "run.json", ctx.info)
+
+
 def run_learner(
     cfg: DictConfig, ctx: RunContext, env: Any, data: OfflineData, prepare_on: OfflineData | None = None
 ) -> float:
-    """Train `cfg.paper.entry` on batches from `data`, evaluating in `env`; returns the last normalised score.
+    """Train `cfg.paper.entry` on batches from `data`, evaluating in `env`; returns the last evaluation return
+    (raw, like every run's score; its D4RL normalised score is in the eval row and the W&B summary).
 
     `prepare_on` (default `data`) is what `agent.prepare` sees: e.g. SynthER trains on synthetic transitions
     but takes its state and reward normalisers from the real dataset. Reference scores come from `data`.
     """
     p, t = cfg.paper, cfg.paper.train
     ref_min, ref_max = float(data.metadata["ref_min_score"]), float(data.metadata["ref_max_score"])
-    # provenance for reports: which dataset, and the bounds its normalised scores use
-    ctx.info["dataset"] = {
-        "id": dataset_id(cfg.env.name, cfg.dataset),
-        "split": cfg.dataset,
-        "transitions": len(data),
-        "ref_min_score": ref_min,
-        "ref_max_score": ref_max,
-        "made_by": data.metadata.get("run_dir"),
-    }
-    write_json(ctx.run_dir / "run.json", ctx.info)
+    record_dataset(ctx, cfg, data)
     agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
     agent.prepare(data if prepare_on is None else prepare_on)
     sampler = OfflineSampler(data, p.buffer.discount, seed=cfg.seed)
     checkpointer = Checkpointer(ctx.run_dir, cfg.checkpoint.keep)
-    c: dict[str, Any] = {"step": 0, "last_eval_step": -1, "last_score": float("nan"), "elapsed": 0.0}
+    c: dict[str, Any] = {
+        "step": 0,
+        "last_eval_step": -1,
+        "last_return": float("nan"),
+        "last_score": float("nan"),
+        "elapsed": 0.0,
+    }
     positions = None
     if ctx.resuming:
-        path = checkpointer.latest()
-        if path is None:
-            raise ConfigError(
-                f"resume={ctx.run_dir}: no complete checkpoint in checkpoints/; start a new run"
-            )
-        state = checkpointer.load(path, {"paper": p.name, "env": cfg.env.name, "dataset": cfg.dataset}, None)
-        try:
-            agent.load_state_dict(state["agent"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})"
-            ) from e
+        expect = {"paper": p.name, "env": cfg.env.name, "dataset": cfg.dataset}
+        state = resume_agent(checkpointer, ctx.run_dir, expect, agent)
         c.update(state["counters"])
         torch.set_rng_state(state["torch_rng"])
         sampler.set_rng_state(state["sampler_rng"])
@@ -151,7 +152,7 @@ def run_learner(
         score = float(normalized_score(result["episode_return"], ref_min, ref_max))
         row = {"frame": step, "step": step, **result, "normalized_score": score, "time": elapsed()}
         logger.log("eval", row)
-        c["last_eval_step"], c["last_score"] = step, score
+        c["last_eval_step"], c["last_return"], c["last_score"] = step, result["episode_return"], score
         if ctx.on_eval is not None:
             try:
                 ctx.on_eval(step, row, agent)
@@ -189,9 +190,11 @@ def run_learner(
             log_clock, log_step = now, c["step"]
     if ctx.stop and c["last_eval_step"] != c["step"]:
         save_checkpoint()  # stopped between evaluations: keep the updates made since the last one
-    score = float(c["last_score"])
-    logger.close({"final_normalized_score": score} if c["step"] >= t.num_steps else None)
-    return score
+    done = c["step"] >= t.num_steps
+    logger.close(
+        {"final_return": c["last_return"], "final_normalized_score": c["last_score"]} if done else None
+    )
+    return float(c["last_return"])
 
 
 def dataset_summary(data: OfflineData) -> dict[str, float]:

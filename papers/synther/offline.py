@@ -35,6 +35,7 @@ from common.buffers.diffusion import (
     quality_report,
 )
 from common.errors import ConfigError
+from common.evaluation.normalize import normalized_score
 from common.loop import build_env
 from common.offline import loop as offline_loop
 from common.offline.data import OfflineData
@@ -150,14 +151,15 @@ def upsample(cfg: DictConfig, ctx: RunContext, data: OfflineData) -> OfflineData
 
 
 def train(cfg: DictConfig, ctx: RunContext) -> float:
-    """`paper.loop` of `synther.mode=offline`; returns the first algo's score on synthetic data (else the
-    first score) and writes every score to scores.json."""
+    """`paper.loop` of `synther.mode=offline`; writes every D4RL normalised score to scores.json and returns
+    the first algo's final evaluation return on synthetic data (else its first one), raw like any run's."""
     validate(cfg)
     # `resume=` needs a checkpoints/ directory; this run's state is synther/ and each learner's checkpoints.
     (ctx.run_dir / "checkpoints").mkdir(exist_ok=True)
     env = build_env(cfg, cfg.seed)
     try:
         data = load_dataset(cfg.env.name, cfg.dataset, env.spec)
+        offline_loop.record_dataset(ctx, cfg, data)  # reports normalise this run with the dataset's bounds
         synthetic = (
             upsample(cfg, ctx, data) if {"synthetic", "both"} & set(cfg.synther.offline.train_on) else None
         )
@@ -165,16 +167,20 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         if synthetic is not None:
             sets["both"] = concat(data, synthetic)
         scores: dict[str, dict[str, float]] = {}
+        returns: dict[str, dict[str, float]] = {}
         for algo in cfg.synther.offline.algos:
             sub_cfg = learner_config(cfg, algo)
             for kind in cfg.synther.offline.train_on:
-                score = _train_learner(sub_cfg, ctx, env, sets[kind], f"{algo}_{kind}", data)
-                if score is None:  # stopped by a signal: its checkpoint continues it on resume
+                final = _train_learner(sub_cfg, ctx, env, sets[kind], f"{algo}_{kind}", data)
+                if final is None:  # stopped by a signal: its checkpoint continues it on resume
                     return float("nan")
+                returns.setdefault(algo, {})[kind] = final
+                ref = data.metadata
+                score = float(normalized_score(final, ref["ref_min_score"], ref["ref_max_score"]))
                 scores.setdefault(algo, {})[kind] = score
                 write_json(ctx.run_dir / "scores.json", scores)
         _print_table(scores)
-        first = scores[cfg.synther.offline.algos[0]]
+        first = returns[cfg.synther.offline.algos[0]]
         return float(first.get("synthetic", next(iter(first.values()))))
     finally:
         env.close()
@@ -186,17 +192,17 @@ def _train_learner(
     run_dir: Path = ctx.run_dir / name
     done = run_dir / "done.json"
     if done.exists():
-        return float(json.loads(done.read_text())["score"])
+        return float(json.loads(done.read_text())["final_return"])
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = (run_dir / "checkpoints" / "latest").exists()
     info = {**ctx.info, "wandb_id": f"{ctx.info.get('wandb_id', 'run')}-{name}"}
     sub = RunContext(run_dir=run_dir, device=ctx.device, resuming=resuming, stop=ctx.stop, info=info)
     # SynthER's CORL scripts take the state/reward normalisers from the real D4RL data: `prepare` sees it
-    score = offline_loop.run_learner(cfg, sub, env, data, prepare_on=real)
+    final = offline_loop.run_learner(cfg, sub, env, data, prepare_on=real)
     if ctx.stop:
         return None
-    write_json(done, {"score": score})
-    return score
+    write_json(done, {"final_return": final})
+    return final
 
 
 def _print_table(scores: dict[str, dict[str, float]]) -> None:
