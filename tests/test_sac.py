@@ -41,6 +41,7 @@ def make_cfg(**overrides: object) -> OmegaConf:
         actor_q="mean",
         num_expl_steps=10,
         actor_update_every=1,
+        updates_per_step=1,
     )
     cfg.update(overrides)
     out = OmegaConf.create(cfg)
@@ -355,27 +356,32 @@ def test_paper_defaults_learn_pendulum_from_the_cli(tmp_path) -> None:
     assert returns[0] < -900 and returns[-1] > -400, returns
 
 
-def test_actor_update_delay_moves_the_actor_on_every_kth_update_only() -> None:
-    # REDQ policy_update_delay (SynthER UTD 20: 20): critics learn on every update, the actor and the
-    # temperature on updates k, 2k, ...; the counter survives a checkpoint.
-    agent = make_agent(actor_update_every=3)
-    batch = make_batch(n=16)
+def test_actor_update_delay_follows_redq() -> None:
+    # REDQ policy_update_delay=k with num_update=u updates per env step: critics learn on every update,
+    # the actor and the temperature on updates k, 2k, ... of each step and always on its last one.
+    def pattern(every: int, per_step: int, updates: int) -> list[bool]:
+        agent = make_agent(actor_update_every=every, updates_per_step=per_step)
+        batch = make_batch(n=16)
+        out = []
+        for _ in range(updates):
+            actor0 = params(agent.actor)[0]
+            critic0 = params(agent.critic)[0]
+            alpha0 = float(agent.log_alpha)
+            metrics = agent.update(batch, 100)
+            assert not torch.equal(critic0, params(agent.critic)[0])
+            moved = not torch.equal(actor0, params(agent.actor)[0])
+            assert moved == (alpha0 != float(agent.log_alpha)) == ("actor_loss" in metrics)
+            out.append(moved)
+        return out
 
-    def snapshot() -> tuple[torch.Tensor, torch.Tensor, float]:
-        actor, critic = next(agent.actor.parameters()), next(agent.critic.parameters())
-        return actor.detach().clone(), critic.detach().clone(), float(agent.log_alpha)
-
-    moved = []
-    for _ in range(6):
-        actor0, critic0, alpha0 = snapshot()
-        metrics = agent.update(batch, 100)
-        actor1, critic1, alpha1 = snapshot()
-        assert not torch.equal(critic0, critic1)
-        moved.append((not torch.equal(actor0, actor1), alpha0 != alpha1, "actor_loss" in metrics))
-    idle, learn = (False, False, False), (True, True, True)
-    assert moved == [idle, idle, learn, idle, idle, learn]
-    restored = make_agent(actor_update_every=3)
+    no, yes = False, True
+    assert pattern(every=3, per_step=6, updates=6) == [no, no, yes, no, no, yes]
+    assert pattern(every=4, per_step=6, updates=12) == [no, no, no, yes, no, yes] * 2  # the step's last
+    assert pattern(every=20, per_step=1, updates=3) == [yes, yes, yes]  # UTD 1: every env step
+    agent = make_agent(actor_update_every=3, updates_per_step=6)
+    agent.update(make_batch(), 1)
+    restored = make_agent(actor_update_every=3, updates_per_step=6)
     restored.load_state_dict(agent.state_dict())
-    assert restored.num_updates == 6
-    with pytest.raises(ConfigError, match="actor_update_every=0 must be >= 1"):
+    assert restored.num_updates == 1  # the place within a step survives a checkpoint
+    with pytest.raises(ConfigError, match="actor_update_every=0 and updates_per_step=1 must be >= 1"):
         make_agent(actor_update_every=0)

@@ -49,7 +49,8 @@ def test_the_global_config_adds_only_the_synther_key_and_rebinds_paper() -> None
     assert synther.paper.train.updates_per_step == 20
     # SAC's agent settings but REDQ's policy_update_delay=20: the actor learns once per env step
     assert synther.paper.agent.actor_update_every == 20 and sac.paper.agent.actor_update_every == 1
-    rest = lambda agent: {k: v for k, v in agent.items() if k != "actor_update_every"}  # noqa: E731
+    delay = ("actor_update_every", "updates_per_step")  # the latter interpolates paper.train's
+    rest = lambda agent: {k: v for k, v in agent.items() if k not in delay}  # noqa: E731
     assert rest(synther.paper.agent) == rest(sac.paper.agent)
 
 

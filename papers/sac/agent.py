@@ -41,6 +41,7 @@ CFG_KEYS = (
     "actor_q",
     "num_expl_steps",
     "actor_update_every",
+    "updates_per_step",
 )
 ACTION_BOUND_EPSILON = 1e-6  # REDQ core.py: inside log(1 - tanh(u)^2 + eps)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -105,12 +106,18 @@ class SACAgent:
         self.precision = check_precision(precision)
         self.critic_target_tau = float(cfg.critic_target_tau)
         self.num_expl_steps = int(cfg.num_expl_steps)
-        # REDQ policy_update_delay: the actor and the temperature learn on every k-th update only (SynthER's
-        # UTD-20 runs: k = 20, once per env step); the critics learn on every update.
+        # REDQ policy_update_delay: of the `updates_per_step` updates made at each env step, the actor and
+        # the temperature learn on the k-th, 2k-th, ... and always on the last (redq_sac.py `train`:
+        # `(i_update + 1) % policy_update_delay == 0 or i_update == num_update - 1`); the critics on every
+        # one. SynthER's UTD-20 runs: k = 20, once per env step.
         self.actor_update_every = int(cfg.actor_update_every)
-        if self.actor_update_every < 1:
-            raise ConfigError(f"paper.agent.actor_update_every={self.actor_update_every} must be >= 1")
-        self.num_updates = 0
+        self.updates_per_step = int(cfg.updates_per_step)
+        if self.actor_update_every < 1 or self.updates_per_step < 1:
+            raise ConfigError(
+                f"paper.agent.actor_update_every={self.actor_update_every} and updates_per_step="
+                f"{self.updates_per_step} must be >= 1"
+            )
+        self.num_updates = 0  # updates so far; the loop makes them in groups of updates_per_step
         self.actor_q = str(cfg.actor_q)
         self.action_shape = tuple(spec.action_shape)
         obs_dim, action_dim, hidden = spec.obs_shape[0], self.action_shape[0], int(cfg.hidden_dim)
@@ -183,6 +190,7 @@ class SACAgent:
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
 
+        i_update = self.num_updates % self.updates_per_step  # its place among this env step's updates
         self.num_updates += 1
         scalars: dict[str, torch.Tensor] = {
             "batch_reward": reward.mean(),
@@ -192,7 +200,7 @@ class SACAgent:
             "target_q": target_q.mean(),
             "alpha": alpha,  # the temperature this update used
         }
-        if self.num_updates % self.actor_update_every == 0:
+        if (i_update + 1) % self.actor_update_every == 0 or i_update == self.updates_per_step - 1:
             # Eq. 9  J_pi = alpha * log pi(a|s) - Q(s, a),  a = tanh(mean + std * eps) (Eq. 8, App. C).
             # Q = mean of the twin critics (REDQ `ave_q`), or their min (Haarnoja et al.): `actor_q`.
             # The critics are frozen for this pass so their gradients stay those of J_Q.
