@@ -154,3 +154,32 @@ def test_offline_smoke_scores_every_learner_on_real_synthetic_and_both(
     stamp = (run_dir / "synther" / "synthetic.npz").stat().st_mtime
     run_cli(f"resume={run_dir}", env=env, check=True, timeout=60)
     assert (run_dir / "synther" / "synthetic.npz").stat().st_mtime == stamp
+
+
+def test_offline_resume_without_saved_samples_draws_again_but_never_refits(
+    tiny_d4rl: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = (
+        "paper=synther",
+        "env=hopper",
+        "dataset=medium-replay",
+        *TINY,
+        "synther.offline.num_samples=200",
+        "synther.offline.num_steps=20",
+        "synther.offline.dynamics_check=0",
+        "synther.offline.save_samples=false",
+        "synther.offline.algos=[td3bc]",
+        "synther.offline.train_on=[synthetic]",
+        "synther.offline.td3bc.train.eval_every_steps=20",
+        "synther.offline.td3bc.train.eval_episodes=1",
+        f"hydra.run.dir={run_dir}",
+    )
+    env = {"MINARI_DATASETS_PATH": str(tiny_d4rl["root"])}
+    run_cli(*args, env=env, check=True, timeout=120)
+    model = run_dir / "synther" / "upsampler.pt"
+    assert model.exists() and not (run_dir / "synther" / "synthetic.npz").exists()
+    stamp = model.stat().st_mtime_ns
+    proc = run_cli(f"resume={run_dir}", env=env, check=True, timeout=120)
+    assert model.stat().st_mtime_ns == stamp  # the fitted model was loaded, not trained again
+    assert "fitted on" in proc.stdout

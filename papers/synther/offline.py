@@ -122,14 +122,22 @@ def upsample(cfg: DictConfig, ctx: RunContext, data: OfflineData) -> OfflineData
         diffusion_config(cfg, len(data)), obs_dim, action_dim, ctx.device, cfg.precision, cfg.seed
     )
     real = real_transitions(data)
-    fit = up.fit(real)
+    model, fit_file = out / "upsampler.pt", out / "fit.json"
+    if model.exists() and fit_file.exists():  # fitted before an interruption: draw again, never refit
+        up.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+        fit_stats = json.loads(fit_file.read_text())
+    else:
+        fit = up.fit(real)
+        fit_stats = {"loss": fit.loss, "fit_seconds": fit.seconds}
+        tmp = out / "upsampler.tmp.pt"
+        torch.save(up.state_dict(), tmp)
+        os.replace(tmp, model)
+        write_json(fit_file, fit_stats)
     synthetic = up.sample(int(o.num_samples))
     report = quality_report(
         real, {k: v[: o.quality_samples] for k, v in synthetic.items()}, up.last_action_out_of_bounds
     )
-    report.update(
-        loss=fit.loss, fit_seconds=fit.seconds, real_transitions=len(data), samples=int(o.num_samples)
-    )
+    report.update(fit_stats, real_transitions=len(data), samples=int(o.num_samples))
     if o.dynamics_check > 0 and cfg.env.suite == "gym" and cfg.paper.action_repeat == 1:
         check = MujocoDynamicsCheck(cfg.env.id)
         if check.supported and check.obs_dim == obs_dim:
@@ -137,13 +145,13 @@ def upsample(cfg: DictConfig, ctx: RunContext, data: OfflineData) -> OfflineData
             report["dynamics_error_real"] = check.error(real, int(o.dynamics_check))  # ~0 unless qvel clipped
         check.close()
     write_json(out / "quality.json", report)
-    torch.save(up.state_dict(), out / "upsampler.pt")
     if o.save_samples:
         tmp = out / "synthetic.tmp.npz"
         np.savez(tmp, **synthetic)
         os.replace(tmp, samples)
     print(
-        f"synther: fitted on {len(data)} transitions in {fit.seconds:.0f}s, {o.num_samples} samples; "
+        f"synther: fitted on {len(data)} transitions in {fit_stats['fit_seconds']:.0f}s, "
+        f"{o.num_samples} samples; "
         f"mean |z| {report['mean_abs_z']:.3f}, action out of bounds {report['action_out_of_bounds']:.3f}"
         + (f", dynamics error {report['dynamics_error']:.3f}" if "dynamics_error" in report else "")
     )
