@@ -37,10 +37,12 @@ INFO_FILE = "run.json"
 STATUS_FILE = "status.json"
 
 
-def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None) -> float:
+def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None, requeue: bool = True) -> float:
     """Start a new run in `run_dir`, or continue it when it holds this very config (a SLURM requeue).
 
     `on_eval(frame, eval_row, agent)` is called after every logged evaluation (HPO reports through it).
+    `requeue=False`: after a stop signal inside a SLURM job, return instead of requeueing the job (HPO
+    workers record the interrupted trial themselves, and a later run of the study retries it).
     """
     text = resolved_yaml(cfg)  # unresolvable or unset values fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,14 @@ def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None) -> floa
             raise ConfigError(
                 f"run directory {run_dir} already holds another run; choose a new hydra.run.dir"
             )
-        return resume(run_dir, [], on_eval)
+        if (run_dir / "checkpoints").exists():
+            return resume(run_dir, [], on_eval, requeue)
+        # killed before its first checkpoint (e.g. a requeued job): nothing to continue, start it again here
+        for name in ("train.jsonl", "eval.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+        info_path = run_dir / INFO_FILE
+        info = json.loads(info_path.read_text()) if info_path.exists() else new_run_info(cfg)
+        return _run(OmegaConf.create(text), run_dir, False, info, on_eval, requeue)  # type: ignore[arg-type]
     validate = getattr(import_entry(cfg.paper.loop), "validate", None)
     if validate is not None:
         validate(cfg)  # impossible sizes fail before the run directory is written
@@ -59,7 +68,7 @@ def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None) -> floa
     info = new_run_info(cfg)
     write_json(run_dir / INFO_FILE, info)
     frozen = OmegaConf.create(text)
-    return _run(frozen, run_dir, resuming=False, info=info, on_eval=on_eval)  # type: ignore[arg-type]
+    return _run(frozen, run_dir, False, info, on_eval, requeue)  # type: ignore[arg-type]
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -71,7 +80,9 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def resume(run_dir: Path, overrides: Sequence[str], on_eval: OnEval | None = None) -> float:
+def resume(
+    run_dir: Path, overrides: Sequence[str], on_eval: OnEval | None = None, requeue: bool = True
+) -> float:
     """Continue `run_dir` with its saved config. Only `paper=`/`env=` naming the same choices may be given."""
     cfg = load_run_config(run_dir)
     for override in overrides:
@@ -90,10 +101,12 @@ def resume(run_dir: Path, overrides: Sequence[str], on_eval: OnEval | None = Non
             )
     info_path = run_dir / INFO_FILE
     info = json.loads(info_path.read_text()) if info_path.exists() else new_run_info(cfg)
-    return _run(cfg, run_dir, resuming=True, info=info, on_eval=on_eval)
+    return _run(cfg, run_dir, True, info, on_eval, requeue)
 
 
-def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict, on_eval: OnEval | None) -> float:
+def _run(
+    cfg: DictConfig, run_dir: Path, resuming: bool, info: dict, on_eval: OnEval | None, requeue: bool
+) -> float:
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     if resuming and not (run_dir / "checkpoints").exists():
@@ -124,5 +137,6 @@ def _run(cfg: DictConfig, run_dir: Path, resuming: bool, info: dict, on_eval: On
     write_json(run_dir / STATUS_FILE, {**status, "state": state, "ended": time.time(), "score": final})
     if stop:
         print(f"stopped with a checkpoint; continue with: python run.py resume={run_dir}", file=sys.stderr)
-        requeue_after_stop(stop.signal)  # inside a SLURM job: back in the queue, resumes from here
+        if requeue:
+            requeue_after_stop(stop.signal)  # inside a SLURM job: back in the queue, resumes from here
     return score

@@ -118,6 +118,14 @@ def requeue_after_stop(signum: int | None) -> str | None:
         signal.raise_signal(signal.SIGUSR2)  # submitit: requeues, then sys.exit
         return "handler"
     job = os.environ["SLURM_JOB_ID"]
+    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in sys.argv[1:]):
+        # the default run directory has a time stamp: a requeued `run.py` would start a new run elsewhere
+        print(
+            "not requeueing: the run directory is time-stamped; submit with hydra.run.dir=<dir> (or "
+            "resume=<dir>) to be requeued, or continue by hand with resume=",
+            file=sys.stderr,
+        )
+        return None
     out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         print(f"could not requeue SLURM job {job}: {out.stderr.strip()}", file=sys.stderr)

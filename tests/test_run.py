@@ -170,6 +170,17 @@ def test_reused_run_directory_is_not_overwritten(finished_run, tmp_path):
     assert (run_dir / "eval.jsonl").read_bytes() == before
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_in_place(finished_run, tmp_path):
+    # A requeued SLURM job re-runs the same command in the same directory: with no checkpoint yet there is
+    # nothing to resume, so the run starts again there (not an error), without duplicated metric rows.
+    run_dir = _copy(finished_run, tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "eval.jsonl").write_text((run_dir / "eval.jsonl").read_text().splitlines()[0] + "\n")
+    run_cli(*SMOKE, "env=cheetah_run", f"hydra.run.dir={run_dir}", check=True)
+    assert metric_rows(run_dir / "eval.jsonl") == metric_rows(finished_run / "eval.jsonl")
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
 def test_resuming_a_finished_run_changes_nothing(finished_run, tmp_path):
     run_dir = _copy(finished_run, tmp_path)
     before = metric_rows(run_dir / "eval.jsonl")

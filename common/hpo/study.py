@@ -258,7 +258,12 @@ def _counted(study: optuna.Study) -> int:
 
 def owner() -> dict[str, Any]:
     """Who runs a trial: checked when a study resumes, to tell a live worker from a dead one."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),  # a requeued job is another owner
+    }
 
 
 def _owner_alive(who: dict[str, Any]) -> bool:
@@ -321,7 +326,7 @@ def run_seed(spec: StudySpec, seed: int, params: dict[str, Any], run_dir: Path, 
     if status.exists() and json.loads(status.read_text()).get("state") == "finished":
         return final_metric(run_dir, spec.metric)
     cfg = compose_run(spec.run_overrides(seed, params))
-    start(cfg, run_dir, on_eval=on_eval)
+    start(cfg, run_dir, on_eval=on_eval, requeue=False)  # a stopped trial is retried by the study
     if json.loads(status.read_text()).get("state") == "preempted":
         raise Interrupted(f"{run_dir} was stopped by a signal")
     return final_metric(run_dir, spec.metric)
