@@ -143,3 +143,27 @@ def load_parts(
             raise CheckpointError(
                 f"{owner} checkpoint does not fit this agent ({name}): {first_line}"
             ) from err
+
+
+def resume_agent(
+    checkpointer: Checkpointer,
+    run_dir: Path,
+    expect: dict[str, Any],
+    agent: Any,
+    replay: SavesToDirectory | None = None,
+) -> dict[str, Any]:
+    """Load the latest checkpoint of `run_dir` for a resume: check it against `expect`, restore `replay`,
+    load the agent's weights, and return the whole state (counters, RNGs, logger positions) to the loop."""
+    from common.errors import ConfigError
+
+    path = checkpointer.latest()
+    if path is None:
+        raise ConfigError(f"resume={run_dir}: no complete checkpoint in checkpoints/; start a new run")
+    state = checkpointer.load(path, expect, replay)
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})"
+        ) from e
+    return state

@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig
 
 from common.buffers import NStepReplay
-from common.checkpoint import Checkpointer
+from common.checkpoint import Checkpointer, resume_agent
 from common.envs import Env, make_env
 from common.envs.base import Step
-from common.errors import CheckpointError, ConfigError
+from common.errors import ConfigError
 from common.logger import Averager, RunLogger
 from common.registry import import_entry
 from common.runtime import RunContext
@@ -254,18 +254,8 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
     }
     positions = None
     if ctx.resuming:
-        path = checkpointer.latest()
-        if path is None:
-            raise ConfigError(
-                f"resume={ctx.run_dir}: no complete checkpoint in checkpoints/; start a new run"
-            )
-        state = checkpointer.load(path, {"paper": p.name, "env": cfg.env.name}, learner.saved)
-        try:
-            agent.load_state_dict(state["agent"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this agent ({str(e).splitlines()[0][:120]})"
-            ) from e
+        expect = {"paper": p.name, "env": cfg.env.name}
+        state = resume_agent(checkpointer, ctx.run_dir, expect, agent, learner.saved)
         c.update(state["counters"])
         torch.set_rng_state(state["torch_rng"])
         env.set_rng_state(state["env_rng"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from common.errors import ConfigError, DatasetError
-from common.evaluation.normalize import normalized_score
+from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
 from common.offline.data import OfflineData, OfflineSampler
 from common.offline.minari_io import SPLITS, dataset_dir, episode_starts, load_dataset, write_dataset

@@ -20,7 +20,7 @@ from common.envs import make_env
 from common.envs.base import Env, EnvSpec
 from common.envs.discrete import DiscreteEnvSpec
 from common.errors import CheckpointError, ConfigError
-from common.evaluation.normalize import normalized_score
+from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
 from common.offline.data import OfflineData, OfflineSampler
 from common.registry import CONF_DIR

@@ -59,7 +59,7 @@ class OfflineSampler:
         )
 
     def get_rng_state(self) -> dict[str, Any]:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from common.checkpoint import Checkpointer, resume_agent
 from common.errors import ConfigError
-from common.evaluation.normalize import normalized_score
+from common.evaluation.normalization import normalized_score
 from common.logger import Averager, RunLogger
 from common.loop import build_env, evaluate
 from common.offline.data import OfflineData, OfflineSampler

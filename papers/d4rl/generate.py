@@ -38,7 +38,7 @@ from common.buffers import NStepReplay
 from common.checkpoint import Checkpointer
 from common.envs import Env
 from common.errors import ConfigError, DatasetError
-from common.evaluation.normalize import normalized_score
+from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
 from common.loop import ReplayUpdates, build_env, run_loop, train_online
 from common.offline.data import OfflineData

@@ -35,7 +35,7 @@ from common.buffers.diffusion import (
     quality_report,
 )
 from common.errors import ConfigError
-from common.evaluation.normalize import normalized_score
+from common.evaluation.normalization import normalized_score
 from common.loop import build_env
 from common.offline import loop as offline_loop
 from common.offline.data import OfflineData
