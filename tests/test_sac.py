@@ -366,11 +366,11 @@ def test_actor_update_delay_follows_redq() -> None:
         for _ in range(updates):
             actor0 = params(agent.actor)[0]
             critic0 = params(agent.critic)[0]
-            alpha0 = float(agent.log_alpha)
+            alpha0 = agent.log_alpha.item()
             metrics = agent.update(batch, 100)
             assert not torch.equal(critic0, params(agent.critic)[0])
             moved = not torch.equal(actor0, params(agent.actor)[0])
-            assert moved == (alpha0 != float(agent.log_alpha)) == ("actor_loss" in metrics)
+            assert moved == (alpha0 != agent.log_alpha.item()) == ("actor_loss" in metrics)
             out.append(moved)
         return out
 
