@@ -339,6 +339,23 @@ class FitResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def _bar(total: int, desc: str, unit: str) -> Any:
+    """A progress bar for fits and draws (minutes at paper sizes); transient, so the run's bar stays."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
+
+
 class TransitionUpsampler:
     """Fit a diffusion model to transitions and sample new ones (SynthER's upsampler).
 
@@ -426,7 +443,8 @@ class TransitionUpsampler:
         start, losses = time.perf_counter(), []
         perm, pos = torch.randperm(n, device=self.device), 0
         self.net.train()
-        for _ in range(steps):
+        bar = _bar(steps, "upsampler fit", "step")
+        for i in range(steps):
             if pos + batch > n:  # epochs without replacement, like SynthER's shuffled DataLoader
                 perm, pos = torch.randperm(n, device=self.device), 0
             loss = self.edm.training_loss(self.net, data[perm[pos : pos + batch]], self.precision)
@@ -438,6 +456,10 @@ class TransitionUpsampler:
             sched.step()
             self.ema.update(self.net)
             losses.append(loss.detach())
+            bar.update(1)
+            if i % 100 == 99:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.close()
         self.fits, self.draws = self.fits + 1, 0
         tail = torch.stack(losses[-max(1, steps // 10) :]).mean().item()  # last 10% of steps
         return FitResult(loss=tail, steps=steps, seconds=time.perf_counter() - start, transitions=n)
@@ -452,10 +474,13 @@ class TransitionUpsampler:
         draw = self.edm.sample_heun if self.cfg.sampler == "heun" else self.edm.sample_dpm
         chunks = []
         self.draws += 1
+        bar = _bar(n, f"upsampler sample ({self.cfg.sampler})", "transition")
         with self._own_rng(2 * self.fits + 1 + 7919 * self.draws):
             for start in range(0, n, self.cfg.sample_batch_size):
                 m = min(self.cfg.sample_batch_size, n - start)
                 chunks.append(draw(net, m, self.layout.dim, self.device, self.precision).cpu().numpy())
+                bar.update(m)
+        bar.close()
         return np.concatenate(chunks) if chunks else np.zeros((0, self.layout.dim), np.float32)
 
     def sample(self, n: int) -> Transitions:
