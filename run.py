@@ -46,8 +46,27 @@ def _resume_target(argv: list[str]) -> tuple[str | None, list[str]]:
     return (targets[-1] if targets and targets[-1] not in ("", "null") else None), rest
 
 
+def _missing_choice(argv: list[str]) -> str | None:
+    """`paper` or `env` when the command line chooses neither it nor an experiment that does. The config's
+    defaults leave both unset (null, not ???) so that multiruns can sweep them (`paper=drm,drqv2`)."""
+    if any(a.split("=")[0] in ("-h", "--help", "--hydra-help", "--info", "--shell-completion") for a in argv):
+        return None
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+    if "experiment" in given:
+        return None
+    return next((group for group in ("paper", "env") if group not in given), None)
+
+
 if __name__ == "__main__":
     target, others = _resume_target(sys.argv[1:])
+    missing = _missing_choice(others) if target is None else None
+    if missing is not None:
+        from common.errors import ConfigError
+        from common.registry import config_choices
+
+        article = "an" if missing == "env" else "a"
+        choices = ", ".join(config_choices(missing))
+        _fail(ConfigError(f"choose {article} {missing}: {missing}=<name>, one of {choices}"))
     if target is None:
         main()
     else:

@@ -181,6 +181,24 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_in_place(finished
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
+def test_paper_and_env_must_be_chosen():
+    line = _error_line(run_cli("env=cheetah_run"))
+    assert line.startswith("error: choose a paper: paper=<name>, one of ") and "drqv2" in line
+    assert _error_line(run_cli("paper=sac")).startswith("error: choose an env: env=<name>, one of ")
+
+
+def test_a_multirun_can_sweep_papers(tmp_path):
+    # the defaults leave paper/env null (not ???) so Hydra can compose the sweep before choosing each job's
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m", "paper=sac,stream_ac", "env=pendulum", "debug=smoke", f"hydra.sweep.dir={sweep}", check=True
+    )
+    done = sorted(p.name for p in sweep.iterdir() if (p / "status.json").exists())
+    assert done == ["0_sac_pendulum_s1", "1_stream_ac_pendulum_s1"]
+    for name in done:
+        assert json.loads((sweep / name / "status.json").read_text())["state"] == "finished"
+
+
 def test_resuming_a_finished_run_changes_nothing(finished_run, tmp_path):
     run_dir = _copy(finished_run, tmp_path)
     before = metric_rows(run_dir / "eval.jsonl")
