@@ -252,3 +252,20 @@ def test_generation_checks_sizes_first(tmp_path: Path) -> None:
         env={"MINARI_DATASETS_PATH": str(tmp_path / "m")},
     )
     assert proc.returncode == 2 and "dataset=best is not a D4RL split" in proc.stderr
+
+
+def test_offline_runs_refuse_missing_or_unknown_datasets_before_starting(tmp_path: Path) -> None:
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "empty")}
+    cases = [
+        ("dataset=medium", "error: dataset rlrepro/hopper/medium-v0 not found under "),
+        ("dataset=best", "error: dataset=best is not a D4RL split; choose one of random, medium,"),
+        ("dataset=null", "error: paper=td3bc learns offline: choose a dataset, e.g. dataset=medium"),
+    ]
+    for i, (choice, message) in enumerate(cases):
+        run_dir = tmp_path / f"run{i}"
+        proc = run_cli("paper=td3bc", "env=hopper", choice, f"hydra.run.dir={run_dir}", env=env)
+        assert proc.returncode == 2, proc.stderr[-500:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-500:]
+        assert not (run_dir / "config.yaml").exists()  # refused before anything was written
+        if choice == "dataset=medium":
+            assert proc.stderr.strip().endswith("generate it with: python run.py paper=d4rl env=hopper")

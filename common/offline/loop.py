@@ -19,12 +19,12 @@ import torch
 from omegaconf import DictConfig
 
 from common.checkpoint import Checkpointer, resume_agent
-from common.errors import ConfigError
+from common.errors import ConfigError, DatasetError
 from common.evaluation.normalization import normalized_score
 from common.logger import Averager, RunLogger
 from common.loop import build_env, evaluate
 from common.offline.data import OfflineData, OfflineSampler
-from common.offline.minari_io import check_split, dataset_id, load_dataset
+from common.offline.minari_io import check_split, dataset_id, datasets_root, load_dataset, read_info
 from common.registry import import_entry
 from common.runtime import RunContext, write_json
 
@@ -51,6 +51,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(message)
     if cfg.paper.pixels:
         raise ConfigError("the offline loop reads state datasets: set paper.pixels=false")
+    if read_info(cfg.env.name, cfg.dataset) is None:  # before the run directory is written
+        raise DatasetError(
+            f"dataset {dataset_id(cfg.env.name, cfg.dataset)} not found under {datasets_root()} "
+            f"(MINARI_DATASETS_PATH); generate it with: python run.py paper=d4rl env={cfg.env.name}"
+        )
 
 
 def train_offline(cfg: DictConfig, ctx: RunContext) -> float:
