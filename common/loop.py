@@ -196,6 +196,17 @@ def evaluate(
     return {"episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
 
 
+def mean_return(env: Env, policy: Callable[[np.ndarray], np.ndarray], episodes: int) -> float:
+    """Average undiscounted return of `episodes` full episodes of `policy` (observation -> action)."""
+    returns = []
+    for _ in range(episodes):
+        ts = env.reset()
+        while not ts.done:
+            ts = env.step(policy(ts.obs))
+        returns.append(ts.episode_return)
+    return float(np.mean(returns))
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 

@@ -23,6 +23,7 @@ from common.envs.discrete import DiscreteEnvSpec
 from common.errors import CheckpointError, ConfigError
 from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
+from common.loop import mean_return
 from common.offline.data import OfflineData, OfflineSampler
 from common.registry import CONF_DIR
 from papers.td3bc.agent import TD3BCAgent, state_statistics
@@ -357,16 +358,6 @@ def pendulum_dataset(env: Env, seed: int = 0) -> OfflineData:
         o.astype(np.float32), a.astype(np.float32), r.astype(np.float32), n.astype(np.float32), te, tr,
         np.array(starts, np.int64),
     )  # fmt: skip
-
-
-def mean_return(env: Env, policy: Callable[[np.ndarray], np.ndarray], episodes: int) -> float:
-    returns = []
-    for _ in range(episodes):
-        ts = env.reset()
-        while not ts.done:
-            ts = env.step(policy(ts.obs))
-        returns.append(ts.episode_return)
-    return float(np.mean(returns))
 
 
 def references(env: Env) -> tuple[float, float]:

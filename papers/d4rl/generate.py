@@ -40,7 +40,7 @@ from common.envs import Env
 from common.errors import ConfigError, DatasetError
 from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
-from common.loop import ReplayUpdates, build_env, run_loop, train_online
+from common.loop import ReplayUpdates, build_env, mean_return, run_loop, train_online
 from common.offline.data import OfflineData
 from common.offline.minari_io import (
     SPLITS,
@@ -168,17 +168,6 @@ def rollout(env: Env, policy: Policy, steps: int, desc: str, stop: Any = False) 
         bar.update(steps % 1000)
     cut = trunc | (np.arange(steps) == steps - 1)  # the budget ends the last episode
     return OfflineData(obs, actions, rewards, nxt, term, trunc, episode_starts(term, cut))
-
-
-def mean_return(env: Env, policy: Policy, episodes: int) -> float:
-    """Average undiscounted return of `episodes` full episodes of `policy`."""
-    returns = []
-    for _ in range(episodes):
-        ts = env.reset()
-        while not ts.done:
-            ts = env.step(policy(ts.obs))
-        returns.append(ts.episode_return)
-    return float(np.mean(returns))
 
 
 def _replay_prefix(cfg: DictConfig, env: Env, ctx: RunContext, frames: int) -> OfflineData:
