@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -200,15 +199,3 @@ def run_learner(
         {"final_return": c["last_return"], "final_normalized_score": c["last_score"]} if done else None
     )
     return float(c["last_return"])
-
-
-def dataset_summary(data: OfflineData) -> dict[str, float]:
-    """A few numbers describing a dataset (for logs and tests): size, episodes, mean/min/max return."""
-    returns = data.episode_returns()
-    return {
-        "transitions": float(len(data)),
-        "episodes": float(len(returns)),
-        "return_mean": float(np.mean(returns)),
-        "return_min": float(np.min(returns)),
-        "return_max": float(np.max(returns)),
-    }
