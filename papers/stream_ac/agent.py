@@ -24,6 +24,7 @@ from papers.stream_x.core import (
     RewardScaler,
     StreamObservations,
     StreamTrunk,
+    StreamValue,
     TraceOptimizer,
     init_stream_,
 )
@@ -41,16 +42,6 @@ class Actor(nn.Module):
         return self.mu(h), F.softplus(self.pre_std(h))  # upstream: std = softplus, no floor or clamp
 
 
-class Critic(nn.Module):
-    def __init__(self, obs_dim: int, hidden: int, layer_norm: bool) -> None:
-        super().__init__()
-        self.trunk = StreamTrunk(obs_dim, hidden, layer_norm)
-        self.v = nn.Linear(hidden, 1)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.v(self.trunk(obs)).squeeze(-1)
-
-
 class StreamACAgent:
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
         if len(spec.action_shape) != 1 or spec.pixels:
@@ -60,7 +51,7 @@ class StreamACAgent:
         self.gamma, self.entropy_coef = float(cfg.gamma), float(cfg.entropy_coef)
         obs_dim, action_dim = spec.obs_shape[0], spec.action_shape[0]
         self.actor = Actor(obs_dim, action_dim, cfg.hidden_dim, cfg.layer_norm)
-        self.critic = Critic(obs_dim, cfg.hidden_dim, cfg.layer_norm)
+        self.critic = StreamValue(obs_dim, cfg.hidden_dim, cfg.layer_norm)
         init_stream_(self.actor, cfg.sparse_init, cfg.sparsity)
         init_stream_(self.critic, cfg.sparse_init, cfg.sparsity)
         trace = dict(kind=cfg.optimizer, lr=cfg.lr, gamma=cfg.gamma, lamda=cfg.lamda)

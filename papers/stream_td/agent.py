@@ -18,29 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
 from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
 from papers.stream_x.core import (
     RewardScaler,
     StreamObservations,
-    StreamTrunk,
+    StreamValue,
     TraceOptimizer,
     init_stream_,
 )
 
 POLICIES = ("random", "zero")
-
-
-class ValueNetwork(nn.Module):
-    def __init__(self, obs_dim: int, hidden: int, layer_norm: bool) -> None:
-        super().__init__()
-        self.trunk = StreamTrunk(obs_dim, hidden, layer_norm)
-        self.v = nn.Linear(hidden, 1)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.v(self.trunk(obs)).squeeze(-1)
 
 
 class StreamTDAgent:
@@ -54,7 +43,7 @@ class StreamTDAgent:
         self.num_actions: int | None = getattr(spec, "num_actions", None)
         self.action_shape = spec.action_shape
         obs_dim = spec.obs_shape[0]
-        self.net = ValueNetwork(obs_dim, cfg.hidden_dim, cfg.layer_norm)
+        self.net = StreamValue(obs_dim, cfg.hidden_dim, cfg.layer_norm)
         init_stream_(self.net, cfg.sparse_init, cfg.sparsity)
         self.opt = TraceOptimizer(
             list(self.net.parameters()), cfg.optimizer, cfg.lr, cfg.gamma, cfg.lamda, cfg.kappa_value

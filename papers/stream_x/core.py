@@ -72,6 +72,18 @@ class StreamTrunk(nn.Module):
         return x
 
 
+class StreamValue(nn.Module):
+    """A state-value network: the trunk and one linear output (stream AC's critic, stream TD's predictor)."""
+
+    def __init__(self, obs_dim: int, hidden: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.trunk = StreamTrunk(obs_dim, hidden, layer_norm)
+        self.v = nn.Linear(hidden, 1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.v(self.trunk(obs)).squeeze(-1)
+
+
 def init_stream_(module: nn.Module, sparse: bool, sparsity: float) -> None:
     """Upstream `initialize_weights`: every Linear gets sparse weights and zero biases.
 
