@@ -134,3 +134,22 @@ def test_cli_compares_two_real_papers_with_tiny_budgets(tmp_path):
     assert again.returncode == 0 and "written" in again.stdout
     bad = subprocess.run(cmd[:-4] + ["--n", "2", "--dir", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
+
+
+def test_unknown_paper_stops_before_anything_trains(tmp_path):
+    """Every arm is composed first: the bad arm is named with Hydra's error, and sac (listed first) never
+    trains: no comparison or run directory is made."""
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "common.evaluation.compare",
+        "paper=sac,no_such_paper",
+        "env=cartpole_swingup",
+    ]
+    cmd += ["debug=smoke", "--n", "1", "--K", "2", "--dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not out.exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: arm no_such_paper does not compose")
+    assert "Could not find 'paper/no_such_paper'" in line and "sac" in line  # the available papers

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.evaluation.references import bounds_for, env_bounds, paper_scores, reference_for
+from common.evaluation.references import (
+    PaperScore,
+    bounds_for,
+    env_bounds,
+    paper_interval,
+    paper_scores,
+    reference_for,
+)
 
 
 def test_every_entry_has_a_source_and_numbers_only_when_available():
@@ -54,3 +61,16 @@ def test_env_bounds():
     assert b is not None and b.normalize(500.0) == pytest.approx(0.5)
     assert bounds_for("hopper") is None  # no source-backed reference recorded: raw returns only
     assert all(v.high > v.low for v in env_bounds().values())
+
+
+def test_paper_interval_from_per_seed_runs_or_sd_and_seeds():
+    ref, _ = reference_for("drqv2", "cheetah_run", 1_000_000)
+    assert ref is not None
+    iv = paper_interval(ref, reps=2000)
+    assert iv is not None and iv.seeds == 10 and iv.lower < ref.mean < iv.upper and "bootstrap" in iv.method
+    reported = PaperScore("p", "e", 1000, 10.0, 2.0, 5, (), "Table 1")
+    iv = paper_interval(reported)
+    half = 2.7764451051977987 * 2.0 / np.sqrt(5)  # t_{0.975, 4} sd / sqrt(n)
+    assert iv is not None and (iv.lower, iv.upper) == (pytest.approx(10 - half), pytest.approx(10 + half))
+    assert paper_interval(PaperScore("p", "e", 1000, 10.0, None, None, (), "Table 1")) is None
+    assert paper_interval(PaperScore("p", "e", 1000, 10.0, 2.0, None, (), "Table 1")) is None

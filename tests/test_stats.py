@@ -38,6 +38,16 @@ def test_aggregate_metrics_hand_computed():
     assert optimality_gap(HAND, gamma=2.0) == pytest.approx(2 - sum(clipped) / 12)
 
 
+def test_run_median_is_over_runs_not_tasks():
+    from common.evaluation.stats import run_median
+
+    assert run_median(HAND) == pytest.approx((1.5 + 7 + 1) / 3)  # per-task medians over runs, averaged
+    skewed = np.array([[0.0], [0.0], [0.0], [10.0], [990.0]])  # one task: the median run, not the mean
+    assert run_median(skewed) == 0.0 and median(skewed) == pytest.approx(200.0)
+    iv = bootstrap_ci(skewed, "run_median", reps=2000, seed=0)
+    assert float(iv.point) == 0.0 and float(iv.lower) == 0.0
+
+
 def test_iqm_cuts_floor_quarter_like_trim_mean():
     # 5 x 2 = 10 scores: int(0.25 * 10) = 2 cut from each end, the middle 6 averaged.
     s = np.arange(10, dtype=float).reshape(5, 2)

@@ -165,8 +165,13 @@ class Comparison:
         return [p for i, p in enumerate(self.settings.papers) if i in idx]
 
     def run(self, launch: Launch | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-        """Run interims until every comparison is decided or K interims are done; returns the results."""
-        launch = launch or subprocess_launch(self.settings)
+        """Run interims until every comparison is decided or K interims are done; returns the results.
+
+        With the default launcher (run.py), every arm's config is composed first: a bad arm stops the
+        comparison before anything trains."""
+        if launch is None:
+            check_arms(self.settings)
+            launch = subprocess_launch(self.settings)
         comparator = self.replay()
         s = self.settings
         while not comparator.is_finished and comparator.k < s.K:
@@ -240,6 +245,54 @@ def _prepare(sweep: Path, seeds: Sequence[int]) -> list[int]:
             run_dir.rename(aside)
         todo.append(seed)
     return todo
+
+
+def arm_overrides(settings: Settings, paper: str) -> list[str]:
+    """The run.py overrides of one arm (its first seed)."""
+    return [f"paper={paper}", f"env={settings.env}", f"seed={settings.first_seed}", *settings.overrides]
+
+
+def _one_line(stderr: str) -> str:
+    """Hydra's (or run.py's) error as one line: tab-indented lists joined by commas, the search path and
+    the HYDRA_FULL_ERROR hint left out."""
+    parts: list[str] = []
+    listing = False
+    for raw in stderr.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("Set the environment variable HYDRA_FULL_ERROR"):
+            continue
+        if line == "Config search path:":
+            listing = False
+            parts.append("")  # a sentinel: its items are dropped below
+            continue
+        if raw.startswith("\t") and parts:
+            if parts[-1]:
+                parts[-1] += (", " if listing else " ") + line
+                listing = True
+            continue
+        listing = False
+        parts.append(line.removeprefix("error: "))
+    return "; ".join(p.rstrip(".") for p in parts if p) or "(no output)"
+
+
+def check_arms(settings: Settings, python: str = sys.executable) -> None:
+    """Compose every arm with `run.py <arm overrides> --cfg job` (nothing runs); a one-line ConfigError
+    naming the first arm that does not compose, with Hydra's error."""
+    for paper in settings.papers:
+        args = arm_overrides(settings, paper)
+        proc = subprocess.run(
+            [python, str(ROOT / "run.py"), *args, "--cfg", "job"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        )
+        if proc.returncode != 0:
+            raise ConfigError(
+                f"arm {paper} does not compose (run.py {' '.join(args)}): {_one_line(proc.stderr)}; "
+                "nothing was launched"
+            )
 
 
 def subprocess_launch(settings: Settings, python: str = sys.executable) -> Launch:

@@ -6,6 +6,7 @@ A run directory holds `config.yaml`, `run.json`, `status.json`, `eval.jsonl` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,9 @@ from common.errors import ConfigError
 from common.evaluation.references import Bounds, bounds_for
 
 STATES = ("finished", "preempted", "running", "failed", "unknown")
+#: The debug preset whose runs are smoke tests (numbers that mean nothing), and its values.
+SMOKE_OVERRIDE = "debug=smoke"
+SMOKE_PRESET = Path(__file__).resolve().parents[2] / "conf" / "debug" / "smoke.yaml"
 
 
 @dataclass
@@ -42,6 +46,26 @@ class Run:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     dataset_bounds: Bounds | None = None
+    config_hash: str = ""  # run.json's config_hash (else config.yaml's hash): with seed, the identity
+    smoke: bool = False  # a debug=smoke run (overrides, or every smoke preset value in its config)
+    duplicates: list[tuple[Path, str]] = field(default_factory=list)  # other paths of this run, dropped
+    dataset: str | None = None  # offline runs: the D4RL split they trained on
+
+    @property
+    def arm(self) -> str:
+        """What a report compares: the paper, and its tag when set (`stream_ac[barrier_sgd]`): a tag names
+        a variant of a paper, so runs with different tags are never pooled."""
+        return f"{self.paper}[{self.tag}]" if self.tag else self.paper
+
+    @property
+    def task(self) -> str:
+        """Where a report compares: the env, and the dataset of an offline run (`hopper/medium`)."""
+        return f"{self.env}/{self.dataset}" if self.dataset else self.env
+
+    @property
+    def identity(self) -> tuple[str, str, int, str]:
+        """(arm, task, seed, config hash): directories with the same identity hold the same run."""
+        return (self.arm, self.task, self.seed, self.config_hash)
 
     @property
     def final(self) -> float | None:
@@ -114,6 +138,38 @@ def _dataset_bounds(info: dict[str, Any], config: dict[str, Any]) -> Bounds | No
     return None
 
 
+def _hash_config(config: dict[str, Any]) -> str:
+    """As `common.runtime.config_hash` on a saved config.yaml: sha256 of the sorted JSON minus `resume`."""
+    body = {k: v for k, v in config.items() if k != "resume"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _smoke_values() -> dict[str, Any]:
+    try:
+        return _leaves(yaml.safe_load(SMOKE_PRESET.read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def is_smoke(config: dict[str, Any], overrides: Sequence[str]) -> bool:
+    """A smoke run: `debug=smoke` among its overrides, or every value of conf/debug/smoke.yaml that its
+    config has (at least half of them) equal to the preset's."""
+    if any(o.lstrip("+~") == SMOKE_OVERRIDE for o in overrides):
+        return True
+    preset, have = _smoke_values(), _leaves(config)
+    shared = [k for k in preset if k in have]
+    return bool(preset) and 2 * len(shared) >= len(preset) and all(have[k] == preset[k] for k in shared)
+
+
 def load_run(path: Path) -> Run:
     """Read one run directory. Fails with a one-line error when `path` is not a run directory."""
     path = Path(path)
@@ -144,6 +200,7 @@ def load_run(path: Path) -> Run:
     overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else None
     if overrides is None:
         overrides = info.get("overrides") or []
+    overrides = [str(o) for o in overrides]
     score = status.get("score")
     return Run(
         path=path,
@@ -158,10 +215,13 @@ def load_run(path: Path) -> Run:
         returns=returns,
         times=times,
         info=info,
-        overrides=[str(o) for o in overrides],
+        overrides=overrides,
         error=status.get("error"),
         notes=notes,
         dataset_bounds=_dataset_bounds(info, config),
+        config_hash=str(info.get("config_hash") or _hash_config(config)),
+        smoke=is_smoke(config, overrides),
+        dataset=str(config["dataset"]) if isinstance(config.get("dataset"), str) else None,
     )
 
 
@@ -171,43 +231,90 @@ def _is_run_dir(path: Path) -> bool:
     )
 
 
-def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories given directly or found below the given directories (hidden folders skipped)."""
-    found: list[Path] = []
+def _walk(top: Path, ancestors: frozenset[Path] = frozenset()) -> list[Path]:
+    """Run directories at or below `top`, recognised by their files, whatever the folder names: symlinked
+    folders are followed (a link back to an ancestor is not), hidden folders and a run's own subfolders
+    are not searched."""
+    if _is_run_dir(top):
+        return [top]
+    real = top.resolve()
+    if real in ancestors:
+        return []
+    try:
+        children = sorted(c for c in top.iterdir() if not c.name.startswith(".") and c.is_dir())
+    except OSError:
+        return []
+    return [d for c in children for d in _walk(c, ancestors | {real})]
+
+
+def _found_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories given or found below the given paths, in order, each path once (absolute, not
+    resolved: one directory reached through a symlink or a copy appears under each of its paths)."""
     given = list(paths)
     if not given:
         raise ConfigError("no run directories given; pass run directories or folders that contain them")
+    found: list[Path] = []
     for p in map(Path, given):
         if not p.exists():
             raise ConfigError(f"{p} does not exist; pass run directories or folders that contain them")
-        if _is_run_dir(p):
-            found.append(p)
-            continue
-        below = sorted(
-            c.parent
-            for c in p.rglob("config.yaml")
-            if not any(part.startswith(".") for part in c.relative_to(p).parts) and _is_run_dir(c.parent)
-        )
+        below = _walk(p.absolute())
         if not below:
             raise ConfigError(
                 f"no run directories in {p} (a run directory holds config.yaml and status.json or run.json)"
             )
         found.extend(below)
-    unique = list(dict.fromkeys(d.resolve() for d in found))
-    return unique
+    return list(dict.fromkeys(found))
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories given directly or found at any depth below the given directories (multirun outputs
+    included; symlinked folders followed, hidden folders skipped), resolved and each once."""
+    return list(dict.fromkeys(d.resolve() for d in _found_run_dirs(paths)))
+
+
+def _preference(run: Run) -> tuple[bool, bool, int, int]:
+    """Sort key of copies of one run: finished with a score first, then the furthest evaluated."""
+    return (not run.complete, run.state != "finished", -(run.final_frame or -1), -run.frames.size)
+
+
+def deduplicate(runs: Sequence[Run]) -> list[Run]:
+    """One run per identity (paper, env, seed, config hash), preferring a finished one (then the furthest,
+    then the first given); the kept run lists the dropped copies' paths in `duplicates`."""
+    same: dict[tuple[str, str, int, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        same[r.identity].append(r)
+    kept = []
+    for copies in same.values():
+        best, *others = sorted(copies, key=_preference)  # stable: ties keep the order given
+        for o in others:
+            why = f"a copy of the same run ({o.state}; same paper, env, seed and config hash {o.config_hash})"
+            best.duplicates += [(o.path, why), *o.duplicates]
+        kept.append(best)
+    return kept
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Every run directory given or found below the given paths, sorted by (env, paper, seed, path)."""
-    runs = [load_run(p) for p in find_run_dirs(paths)]
-    return sorted(runs, key=lambda r: (r.env, r.paper, r.seed, str(r.path)))
+    """Every run directory given or found below the given paths, sorted by (env, paper, seed, path).
+
+    A run reached through several paths (the same folder twice, a symlink, a copy) is counted once: see
+    `deduplicate`; the paths dropped are in the kept run's `duplicates`.
+    """
+    by_real: dict[Path, list[Path]] = defaultdict(list)
+    for p in _found_run_dirs(paths):
+        by_real[p.resolve()].append(p)
+    runs = []
+    for real, seen_as in by_real.items():
+        run = load_run(real)
+        run.duplicates = [(p, "the same directory through another path") for p in seen_as[1:]]
+        runs.append(run)
+    return sorted(deduplicate(runs), key=lambda r: (r.env, r.paper, r.seed, str(r.path)))
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
-    """Runs grouped by env, then by paper (both sorted)."""
+    """Runs grouped by task (env, or env/dataset), then by arm (paper, or paper[tag]), both sorted."""
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        out[r.env][r.paper].append(r)
+        out[r.task][r.arm].append(r)
     return {env: {p: out[env][p] for p in sorted(out[env])} for env in sorted(out)}
 
 
@@ -336,6 +443,7 @@ def write_run_dir(
     budget: int | None = None,
     seconds_per_frame: float = 1e-3,
     extra_info: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Write a minimal run directory in run.py's layout (for tests and examples; no training involved)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -351,12 +459,15 @@ def write_run_dir(
         "paper": paper,
         "env": env,
         "seed": seed,
-        "config_hash": f"{paper}-{env}-{seed}",
+        "config_hash": _hash_config(config),
         "git": {"sha": "0" * 40, "dirty": False},
         "host": "test",
         **(extra_info or {}),
     }
     (path / "run.json").write_text(json.dumps(info))
+    if overrides:
+        (path / ".hydra").mkdir(exist_ok=True)
+        (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
     status: dict[str, Any] = {"state": state}
     if state == "finished":
         status["score"] = float(returns[-1]) if len(returns) else None

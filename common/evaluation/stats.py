@@ -4,6 +4,7 @@ Scores are arrays of shape (runs, tasks) for final scores, or (runs, tasks, step
 normalised per task beforehand (`normalize`). Definitions follow rliable 1.2.0 (google-research/rliable):
 
 * mean / median: mean / median over tasks of the per-task mean over runs;
+* run median: per-task median over runs, averaged over tasks (one task: the median run; not in rliable);
 * IQM: 25 % trimmed mean of all run-task scores pooled (`scipy.stats.trim_mean(s, 0.25, axis=None)`);
 * optimality gap: ``gamma - mean(min(s, gamma))``, lower is better;
 * P(X > Y): per task, Mann-Whitney U / (n_x n_y) with ties counted 1/2, averaged over tasks;
@@ -110,6 +111,10 @@ def _median(s: np.ndarray) -> np.ndarray:
     return np.median(s.mean(axis=-2), axis=-1)
 
 
+def _run_median(s: np.ndarray) -> np.ndarray:
+    return np.median(s, axis=-2).mean(axis=-1)
+
+
 def _iqm(s: np.ndarray) -> np.ndarray:
     flat = s.reshape(*s.shape[:-2], -1)
     n = flat.shape[-1]
@@ -128,6 +133,7 @@ METRICS: dict[str, Metric] = {
     "mean": _mean,
     "median": _median,
     "optimality_gap": _optimality_gap,
+    "run_median": _run_median,
 }
 
 
@@ -147,6 +153,14 @@ def mean(scores: np.ndarray) -> float:
 def median(scores: np.ndarray) -> float:
     """Median over tasks of the per-task mean score."""
     return float(_median(_as_scores(scores)))
+
+
+def run_median(scores: np.ndarray) -> float:
+    """Per-task median over runs, averaged over tasks: for one task (runs, 1), the median run's score.
+
+    Unlike `median` (the median over tasks of per-task means), this is a median over runs.
+    """
+    return float(_run_median(_as_scores(scores)))
 
 
 def iqm(scores: np.ndarray) -> float:

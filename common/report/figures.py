@@ -46,6 +46,18 @@ def _band(ax: Any, band: dict[str, Any], color: Any, label: str, scale: float = 
     ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
 
 
+def paper_marker(row: dict[str, Any]) -> tuple[float, float, Any, str] | None:
+    """The star for a paper's number: (frames, mean, yerr, legend label). The error bar is the paper mean's
+    95% CI (asymmetric for a bootstrap CI), or absent when the paper reports no spread; the label says so."""
+    ref = row.get("paper_ref")
+    if not ref or ref.get("mean") is None:
+        return None
+    mean, iv = float(ref["mean"]), row.get("paper_interval")
+    yerr = [[mean - iv["lower"]], [iv["upper"] - mean]] if iv else None
+    label = f"{row['paper']}: " + (row.get("paper_label") or "paper mean, spread not reported")
+    return float(ref["frames"]), mean, yerr, label
+
+
 def env_curves(
     env: str, data: dict[str, Any], table: list[dict[str, Any]], colors: dict[str, Any], path: Path
 ) -> None:
@@ -58,18 +70,11 @@ def env_curves(
     for paper, band in data["time"].items():
         _band(ax_t, band, colors[paper], paper, scale=60.0)
     for row in table:
-        ref = row.get("paper_ref")
-        if ref and ref.get("mean") is not None:
-            sd = ref.get("sd") or 0.0
+        marker = paper_marker(row)
+        if marker is not None:
+            x, y, yerr, label = marker
             ax_f.errorbar(
-                [ref["frames"]],
-                [ref["mean"]],
-                yerr=[sd],
-                fmt="*",
-                ms=10,
-                capsize=3,
-                color=colors[row["paper"]],
-                label=f"{row['paper']} (paper)",
+                [x], [y], yerr=yerr, fmt="*", ms=10, capsize=3, color=colors[row["paper"]], label=label
             )
     ax_f.set_xlabel("frames")
     ax_t.set_xlabel("wall-clock (minutes)")
@@ -142,14 +147,18 @@ def probability_of_improvement(agg: dict[str, Any], path: Path) -> None:
         ax.barh(i, r["upper"] - r["lower"], left=r["lower"], height=0.6, color="tab:blue", alpha=0.5)
         ax.plot([r["point"]] * 2, [i - 0.3, i + 0.3], color="k")
     ax.axvline(0.5, color="gray", ls="--")
-    ax.set_yticks(range(len(rows)), [f"P({r['x']} > {r['y']})" for r in rows])
+    several = len({r["budget"] for r in rows}) > 1
+    ax.set_yticks(
+        range(len(rows)),
+        [f"P({r['x']} > {r['y']})" + (f" @ {r['budget'] or '?'}" if several else "") for r in rows],
+    )
     ax.set_xlim(0, 1)
     ax.set_xlabel("probability of improvement")
     _save(fig, path)
 
 
 def draw_all(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Every figure of the report under `out/figures/`; returns name -> path."""
+    """Every figure of the report under `out/figures/`; returns name -> path (`<name>_<i>` per group i)."""
     papers = sorted({row["paper"] for e in results["envs"].values() for row in e["table"]})
     colors = _colors(papers)
     figs: dict[str, Path] = {}
@@ -158,15 +167,15 @@ def draw_all(results: dict[str, Any], out: Path) -> dict[str, Path]:
             figs[f"curves_{env}"] = out / "figures" / f"curves_{env}.png"
             env_curves(env, data["curves"], data["table"], colors, figs[f"curves_{env}"])
     agg = results["aggregate"]
-    if agg.get("metrics"):
-        figs["aggregate"] = out / "figures" / "aggregate.png"
-        aggregate_intervals(agg, colors, figs["aggregate"])
-        figs["profiles"] = out / "figures" / "profiles.png"
-        profiles(agg, colors, figs["profiles"])
-        if any("x" in c for c in agg["sample_efficiency"].values()):
-            figs["sample_efficiency"] = out / "figures" / "sample_efficiency.png"
-            sample_efficiency(agg, colors, figs["sample_efficiency"])
-    if agg.get("probability_of_improvement"):
+    for i, group in enumerate(agg["groups"], 1):
+        figs[f"aggregate_{i}"] = out / "figures" / f"aggregate_{i}.png"
+        aggregate_intervals(group, colors, figs[f"aggregate_{i}"])
+        figs[f"profiles_{i}"] = out / "figures" / f"profiles_{i}.png"
+        profiles(group, colors, figs[f"profiles_{i}"])
+        if any("x" in c for c in group["sample_efficiency"].values()):
+            figs[f"sample_efficiency_{i}"] = out / "figures" / f"sample_efficiency_{i}.png"
+            sample_efficiency(group, colors, figs[f"sample_efficiency_{i}"])
+    if agg["probability_of_improvement"]:
         figs["probability_of_improvement"] = out / "figures" / "probability_of_improvement.png"
         probability_of_improvement(agg, figs["probability_of_improvement"])
     return figs

@@ -40,15 +40,33 @@ def _short(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+VERDICTS = ("above paper", "below paper", "inconclusive")
+
+
 def summary(results: dict[str, Any]) -> str:
+    """One sentence: how many rows were compared with a paper, and how they came out."""
     rows = [r for e in results["envs"].values() for r in e["table"]]
-    judged = [r for r in rows if r["verdict"] in ("paper inside CI", "above paper", "below paper")]
-    inside = sum(r["verdict"] == "paper inside CI" for r in judged)
+    counts = {v: sum(r["verdict"].startswith(v) for r in rows) for v in VERDICTS}
     text = (
-        f"{len(rows)} (paper, env) pair(s); {len(judged)} with a paper number at our budget, "
-        f"{inside} of them with the paper's number inside our 95% CI."
+        f"{len(rows)} (paper, env, budget) row(s); {sum(counts.values())} compared with a paper number at "
+        f"our budget (our 95% CI against the paper's): "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + "."
     )
     return text
+
+
+def _paper_cell(row: dict[str, Any]) -> str:
+    """The paper's number with its 95% CI (or 'spread not reported'), seeds, frames and source."""
+    ref, iv = row.get("paper_ref"), row.get("paper_interval")
+    if not ref:
+        return row["paper_note"] or "–"
+    spread = (
+        f"[{_num(iv['lower'])}, {_num(iv['upper'])}] (95% CI, {iv['seeds']} seeds)"
+        if iv
+        else "(spread not reported)"
+    )
+    return f"{_num(ref['mean'])} {spread}, {ref['frames']:,} frames; {ref['source']}"
 
 
 def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
@@ -94,6 +112,7 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
                 "env",
                 "seed",
                 "state",
+                "budget",
                 "git",
                 "config hash",
                 "overrides",
@@ -106,7 +125,8 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
                     r["paper"],
                     r["env"],
                     str(r["seed"]),
-                    r["state"],
+                    r["state"] + (" (smoke)" if r.get("smoke") else ""),
+                    "–" if r.get("budget") is None else f"{r['budget']:,}",
                     f"{(r['git_sha'] or '?')[:10]}{' dirty' if r['git_dirty'] else ''}",
                     str(r["config_hash"]),
                     " ".join(r["overrides"]),
@@ -179,19 +199,12 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
             b.append(Block("p", "Curves: " + "; ".join(notes) + "."))
         rows = []
         for r in data["table"]:
-            ref = r.get("paper_ref")
-            paper = (
-                (
-                    f"{_num(ref['mean'])} ± {_num(ref['sd'])} (n={ref['seeds']}, {ref['frames']:,} frames; "
-                    f"{ref['source']})"
-                )
-                if ref
-                else (r["paper_note"] or "–")
-            )
+            paper = _paper_cell(r)
             left = ", ".join(f"s{x['seed']} {x['state']} @ {x['last_frame']}" for x in r["left_out"]) or "–"
             rows.append(
                 [
                     r["paper"],
+                    "–" if r["frames"] is None else f"{r['frames']:,}",
                     str(r["n"]),
                     _ci(r.get("mean")),
                     _ci(r.get("iqm")),
@@ -207,11 +220,12 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
                 "table",
                 header=[
                     "paper",
+                    "budget (frames)",
                     "n",
                     "mean [95% CI]",
                     "IQM [95% CI]",
-                    "median [95% CI]",
-                    "paper",
+                    "median over runs [95% CI]",
+                    "paper [95% CI]",
                     "verdict",
                     "ours / paper",
                     "left out (partial)",
@@ -223,65 +237,7 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
     # ---------------------------------------------------------------------------------- aggregates
     agg = results["aggregate"]
     b.append(Block("h2", "Aggregate metrics"))
-    if agg.get("metrics"):
-        b.append(
-            Block(
-                "p",
-                "Normalised score = (return − low) / (high − low) per env; envs: "
-                + ", ".join(
-                    f"{e} [{n['low']:g}, {n['high']:g}] ({n['kind']}: {n['source']})"
-                    for e, n in agg["normalization"].items()
-                )
-                + ".",
-            )
-        )
-        b.append(
-            Block(
-                "table",
-                header=["paper", "IQM", "mean", "median", "optimality gap"],
-                rows=[
-                    [p, *(_ci(m[k], 3) for k in ("iqm", "mean", "median", "optimality_gap"))]
-                    for p, m in agg["metrics"].items()
-                ],
-            )
-        )
-        for name, cap in (
-            ("aggregate", "Aggregate metrics with 95% CIs"),
-            ("sample_efficiency", "IQM normalised return against frames (sample efficiency)"),
-            ("profiles", "Performance profiles (score distributions) with 95% bands"),
-        ):
-            if name in figures:
-                b.append(Block("figure", cap, figure=name))
-        for p, c in agg.get("sample_efficiency", {}).items():
-            b.append(Block("p", f"Sample efficiency, {p}: {c['note']}."))
-    else:
-        b.append(
-            Block("p", "No env has normalisation bounds and ≥ 2 finished runs of every paper: no aggregate.")
-        )
-    for note in agg["notes"]:
-        b.append(Block("p", note))
-    if agg.get("probability_of_improvement"):
-        b.append(Block("h3", "Probability of improvement"))
-        b.append(
-            Block(
-                "p",
-                "Per env, the probability that a run of X beats a run of Y (Mann-Whitney U / nm, "
-                "ties 1/2), averaged over the envs both papers ran.",
-            )
-        )
-        b.append(
-            Block(
-                "table",
-                header=["comparison", "P(X > Y) [95% CI]", "envs"],
-                rows=[
-                    [f"P({r['x']} > {r['y']})", _ci(r, 3), ", ".join(r["envs"])]
-                    for r in agg["probability_of_improvement"]
-                ],
-            )
-        )
-        if "probability_of_improvement" in figures:
-            b.append(Block("figure", "Probability of improvement", figure="probability_of_improvement"))
-
+    b += aggregate_blocks(agg, figures)
     # ----------------------------------------------------------------------------------- AdaStop
     for res in results["adastop"]:
         s = res["settings"]
@@ -316,6 +272,91 @@ def blocks(results: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
     if results["notes"]:
         b.append(Block("h2", "Notes"))
         b += [Block("p", n) for n in results["notes"]]
+    return b
+
+
+def _budget(budget: int | None) -> str:
+    return "unknown budget" if budget is None else f"{budget:,} frames"
+
+
+def aggregate_blocks(agg: dict[str, Any], figures: dict[str, Path]) -> list[Block]:
+    """One subsection per comparable group (papers sharing an env set, per budget), what was left out of
+    the aggregates and why, and P(X > Y) per budget."""
+    b: list[Block] = []
+    for note in agg["notes"]:
+        b.append(Block("p", note))
+    if not agg["groups"]:
+        b.append(
+            Block("p", "No paper has ≥ 2 finished runs on an env with normalisation bounds: no aggregate.")
+        )
+    for i, g in enumerate(agg["groups"], 1):
+        b.append(
+            Block(
+                "h3",
+                f"Group {i}: {', '.join(g['papers'])} on {', '.join(g['envs'])} ({_budget(g['budget'])})",
+            )
+        )
+        b.append(
+            Block(
+                "p",
+                "Normalised score = (return − low) / (high − low) per env; envs: "
+                + ", ".join(
+                    f"{e} [{n['low']:g}, {n['high']:g}] ({n['kind']}: {n['source']})"
+                    for e, n in g["normalization"].items()
+                )
+                + ".",
+            )
+        )
+        b.append(
+            Block(
+                "table",
+                header=["paper", "IQM", "mean", "median (over envs)", "optimality gap"],
+                rows=[
+                    [p, *(_ci(m[k], 3) for k in ("iqm", "mean", "median", "optimality_gap"))]
+                    for p, m in g["metrics"].items()
+                ],
+            )
+        )
+        for name, cap in (
+            ("aggregate", "Aggregate metrics with 95% CIs"),
+            ("sample_efficiency", "IQM normalised return against frames (sample efficiency)"),
+            ("profiles", "Performance profiles (score distributions) with 95% bands"),
+        ):
+            if f"{name}_{i}" in figures:
+                b.append(Block("figure", f"Group {i}: {cap}", figure=f"{name}_{i}"))
+        for p, c in g.get("sample_efficiency", {}).items():
+            b.append(Block("p", f"Sample efficiency, {p}: {c['note']}."))
+        b += [Block("p", n) for n in g["notes"]]
+    if agg["dropped"]:
+        b.append(Block("p", "Left out of the normalised aggregates, per (paper, env, budget):"))
+        b.append(
+            Block(
+                "table",
+                header=["paper", "env", "budget", "reason"],
+                rows=[[d["paper"], d["env"], _budget(d["budget"]), d["reason"]] for d in agg["dropped"]],
+            )
+        )
+    if agg["probability_of_improvement"]:
+        b.append(Block("h3", "Probability of improvement"))
+        b.append(
+            Block(
+                "p",
+                "Per env, the probability that a run of X beats a run of Y (Mann-Whitney U / nm, "
+                "ties 1/2), averaged over the envs both papers ran, among runs of the same budget.",
+            )
+        )
+        b.append(
+            Block(
+                "table",
+                header=["comparison", "budget", "P(X > Y) [95% CI]", "envs"],
+                rows=[
+                    [f"P({r['x']} > {r['y']})", _budget(r["budget"]), _ci(r, 3), ", ".join(r["envs"])]
+                    for r in agg["probability_of_improvement"]
+                ],
+            )
+        )
+        if "probability_of_improvement" in figures:
+            b.append(Block("figure", "Probability of improvement", figure="probability_of_improvement"))
     return b
 
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from common.evaluation.references import reference_for
+from common.evaluation.references import PaperInterval, PaperScore, paper_interval, reference_for
 from common.evaluation.runs import (
     STATES,
     Curves,
@@ -25,6 +26,7 @@ from common.evaluation.runs import (
     time_curves,
 )
 from common.evaluation.stats import (
+    METRICS,
     bootstrap_ci,
     bootstrap_intervals,
     performance_profile,
@@ -32,9 +34,11 @@ from common.evaluation.stats import (
     sample_efficiency_curve,
 )
 
-SCHEMA = 1
+SCHEMA = 2
 CONFIDENCE = 0.95
 AGGREGATE_METRICS = ("iqm", "mean", "median", "optimality_gap")
+# Per-env table (one env): "median" is the median over runs (stats' "median" is over tasks of task means).
+TABLE_METRICS = {"mean": METRICS["mean"], "iqm": METRICS["iqm"], "median": METRICS["run_median"]}
 PROVENANCE_KEYS = (
     "created",
     "host",
@@ -93,11 +97,16 @@ def provenance(runs: Sequence[Run], root: Path) -> dict[str, Any]:
             "env": r.env,
             "seed": r.seed,
             "tag": r.tag,
+            "dataset": r.dataset,
+            "arm": r.arm,
+            "task": r.task,
             "state": r.state,
             "git_sha": git.get("sha"),
             "git_dirty": git.get("dirty"),
-            "config_hash": r.info.get("config_hash"),
+            "config_hash": r.config_hash,
             "overrides": r.overrides,
+            "budget": r.budget,
+            "smoke": r.smoke,
         }
         row.update({k: r.info.get(k) for k in PROVENANCE_KEYS if k in r.info})
         per_run.append(row)
@@ -109,6 +118,16 @@ def provenance(runs: Sequence[Run], root: Path) -> dict[str, Any]:
         "config_hashes": sorted({str(p["config_hash"]) for p in per_run}),
         "report_tools": _versions(),
     }
+
+
+def duplicate_notes(runs: Sequence[Run], root: Path) -> list[str]:
+    """One note per run reached through more than one path: the paths dropped, counted once."""
+    return [
+        f"{_rel(r.path, root)} ({r.paper}, {r.env}, seed {r.seed}) counted once; dropped as its duplicates: "
+        + "; ".join(f"{_rel(p, root)} ({why})" for p, why in r.duplicates)
+        for r in runs
+        if r.duplicates
+    ]
 
 
 def inventory(by_env: dict[str, dict[str, list[Run]]]) -> list[dict[str, Any]]:
@@ -168,132 +187,217 @@ def env_curves(papers: dict[str, list[Run]], reps: int, seed: int) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------- paper vs ours
-def verdict(paper_mean: float | None, lower: float | None, upper: float | None) -> str:
+SPREAD_UNKNOWN = "paper spread unknown"
+
+
+def verdict(
+    paper_mean: float | None,
+    lower: float | None,
+    upper: float | None,
+    paper_lower: float | None = None,
+    paper_upper: float | None = None,
+) -> str:
+    """Ours against the paper: our CI against the paper's CI (its spread), or against its bare mean with
+    the label "paper spread unknown" when the paper gives no spread."""
     if paper_mean is None:
         return "n/a"
     if lower is None or upper is None:
         return "n/a (fewer than 2 finished runs: no interval)"
-    if paper_mean < lower:
+    if paper_lower is None or paper_upper is None:
+        if lower > paper_mean:
+            return f"above paper ({SPREAD_UNKNOWN})"
+        if upper < paper_mean:
+            return f"below paper ({SPREAD_UNKNOWN})"
+        return f"inconclusive (paper mean inside our CI; {SPREAD_UNKNOWN})"
+    if lower > paper_upper:
         return "above paper"
-    if paper_mean > upper:
+    if upper < paper_lower:
         return "below paper"
-    return "paper inside CI"
+    return "inconclusive (intervals overlap)"
+
+
+def paper_label(ref: PaperScore | None, iv: PaperInterval | None) -> str:
+    """What the paper's marker shows: its mean with a 95% CI over n seeds, or its bare mean."""
+    if ref is None:
+        return ""
+    if iv is None:
+        return "paper mean, spread not reported"
+    return f"paper mean ± {int(round(iv.confidence * 100))}% CI ({iv.seeds} seeds)"
+
+
+def _by_budget(runs: Sequence[Run]) -> dict[int | None, list[Run]]:
+    """Runs grouped by frame budget, ascending (unknown budget last)."""
+    out: dict[int | None, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (r.budget is None, r.budget or 0)):
+        out.setdefault(r.budget, []).append(r)
+    return out
 
 
 def env_table(env: str, papers: dict[str, list[Run]], reps: int, seed: int) -> list[dict[str, Any]]:
+    """One row per (paper, budget): our final scores (mean, IQM, median over runs, with CIs) against the
+    paper's number at that budget."""
     rows = []
-    for paper, runs in papers.items():
-        done = [r for r in runs if r.complete]
-        left_out = [r for r in runs if not r.complete]
-        scores = np.asarray([r.final for r in done], dtype=np.float64)
-        budgets = sorted({r.budget for r in done if r.budget is not None})
-        frames = budgets[0] if len(budgets) == 1 else None
-        ref, why = reference_for(paper, env, frames)
-        row: dict[str, Any] = {
-            "paper": paper,
-            "env": env,
-            "n": int(scores.size),
-            "frames": frames,
-            "left_out": [{"seed": r.seed, "state": r.state, "last_frame": r.final_frame} for r in left_out],
-            "paper_ref": ref.to_dict() if ref else None,
-            "paper_note": why,
-        }
-        if len(budgets) > 1:
-            row["paper_note"] = f"runs have different budgets {budgets}: not compared with the paper"
-        if scores.size >= 2:
-            ivs = bootstrap_intervals(scores[:, None], ("mean", "iqm", "median"), reps=reps, seed=seed)
-            row.update({k: _interval(v) for k, v in ivs.items()})
-        elif scores.size == 1:
-            row.update(
-                {
-                    k: {"point": float(scores[0]), "lower": None, "upper": None}
-                    for k in ("mean", "iqm", "median")
-                }
-            )
-        if scores.size:
-            row["std"] = float(scores.std(ddof=1)) if scores.size > 1 else None
-            m = row["mean"]
-            row["verdict"] = verdict(ref.mean if ref else None, m["lower"], m["upper"])
-            row["ratio_to_paper"] = m["point"] / ref.mean if ref and ref.mean else None
-        else:
-            row["verdict"] = "n/a (no finished run)"
-        rows.append(row)
+    for paper, all_runs in papers.items():
+        for budget, runs in _by_budget(all_runs).items():
+            rows.append(_table_row(env, paper, budget, runs, reps, seed))
     return rows
 
 
-# -------------------------------------------------------------------------------------- aggregates
-def _scored_envs(by_env: dict[str, dict[str, list[Run]]], paper: str, need_bounds: bool) -> set[str]:
-    """Envs where `paper` has >= 2 finished runs (and, if asked, normalisation bounds)."""
-    return {
-        env
-        for env, group in by_env.items()
-        if sum(r.complete for r in group.get(paper, [])) >= 2
-        and (not need_bounds or group[paper][0].bounds is not None)
-    }
-
-
-def _aggregate_set(by_env: dict[str, dict[str, list[Run]]], papers: list[str]) -> tuple[list[str], list[str]]:
-    """The papers and envs of the normalised aggregates: the largest group of papers sharing one env set
-    (ties: more envs), so every paper is measured on the same envs."""
-    sets = {p: frozenset(_scored_envs(by_env, p, need_bounds=True)) for p in papers}
-    groups: dict[frozenset[str], list[str]] = {}
-    for p, envs in sets.items():
-        if envs:
-            groups.setdefault(envs, []).append(p)
-    if not groups:
-        return [], []
-    envs, members = max(groups.items(), key=lambda kv: (len(kv[1]), len(kv[0]), sorted(kv[0])))
-    return members, sorted(envs)
-
-
-def aggregates(
-    by_env: dict[str, dict[str, list[Run]]], reps: int, curve_reps: int, seed: int
+def _table_row(
+    env: str, paper: str, budget: int | None, runs: list[Run], reps: int, seed: int
 ) -> dict[str, Any]:
-    """IQM/mean/median/OG with CIs, profiles, sample efficiency (normalised) and P(X > Y) across envs."""
-    all_papers = sorted({p for group in by_env.values() for p in group})
-    papers, envs = _aggregate_set(by_env, all_papers)
-    out: dict[str, Any] = {"papers": papers, "envs": envs, "normalization": {}, "notes": []}
-    if set(papers) != set(all_papers):
-        out["notes"].append(
-            f"left out of normalised aggregates: {', '.join(sorted(set(all_papers) - set(papers)))} "
-            f"(not >= 2 finished runs on exactly the envs {', '.join(envs) or '(none)'} "
-            "with normalisation bounds)"
+    done = [r for r in runs if r.complete]
+    left_out = [r for r in runs if not r.complete]
+    scores = np.asarray([r.final for r in done], dtype=np.float64)
+    ref, why = reference_for(paper, env, budget)
+    piv = paper_interval(ref, CONFIDENCE, reps=reps, seed=seed) if ref else None
+    row: dict[str, Any] = {
+        "paper": paper,
+        "env": env,
+        "n": int(scores.size),
+        "frames": budget,
+        "left_out": [{"seed": r.seed, "state": r.state, "last_frame": r.final_frame} for r in left_out],
+        "paper_ref": ref.to_dict() if ref else None,
+        "paper_note": why,
+        "paper_interval": piv.to_dict() if piv else None,
+        "paper_label": paper_label(ref, piv),
+    }
+    if scores.size >= 2:
+        ivs = bootstrap_intervals(scores[:, None], TABLE_METRICS, reps=reps, seed=seed)
+        row.update({k: _interval(v) for k, v in ivs.items()})
+    elif scores.size == 1:
+        row.update({k: {"point": float(scores[0]), "lower": None, "upper": None} for k in TABLE_METRICS})
+    if scores.size:
+        row["std"] = float(scores.std(ddof=1)) if scores.size > 1 else None
+        m = row["mean"]
+        row["verdict"] = verdict(
+            ref.mean if ref else None,
+            m["lower"],
+            m["upper"],
+            piv.lower if piv else None,
+            piv.upper if piv else None,
         )
-    skipped = sorted(set(by_env) - set(envs))
-    if skipped:
+        row["ratio_to_paper"] = m["point"] / ref.mean if ref and ref.mean else None
+    else:
+        row["verdict"] = "n/a (no finished run)"
+    return row
+
+
+# -------------------------------------------------------------------------------------- aggregates
+def _frames(budget: int | None) -> str:
+    return "unknown budget" if budget is None else f"{budget:,} frames"
+
+
+def _usable(by_env: dict[str, dict[str, list[Run]]]) -> tuple[dict[str, set[str]], list[dict[str, Any]]]:
+    """Per paper, the envs it can enter a normalised aggregate with (>= 2 finished runs and bounds); and
+    each (paper, env) left out, with the reason."""
+    usable: dict[str, set[str]] = defaultdict(set)
+    dropped = []
+    for env, group in by_env.items():
+        for paper, runs in group.items():
+            done = [r for r in runs if r.complete]
+            bounds = (done or runs)[0].bounds
+            if len(done) < 2:
+                why = f"too few finished runs on {env} ({len(done)} finished, 2 needed)"
+            elif bounds is None:
+                why = f"no normalisation bounds for {env} (common/evaluation/references/envs.yaml)"
+            else:
+                usable[paper].add(env)
+                continue
+            dropped.append({"paper": paper, "env": env, "reason": why})
+    return usable, dropped
+
+
+def _comparable_groups(usable: dict[str, set[str]]) -> list[tuple[list[str], list[str]]]:
+    """Papers grouped by the exact env set they can be aggregated on: (papers, envs), larger groups first."""
+    sets: dict[frozenset[str], list[str]] = defaultdict(list)
+    for paper in sorted(usable):
+        if usable[paper]:
+            sets[frozenset(usable[paper])].append(paper)
+    return sorted(
+        ((papers, sorted(envs)) for envs, papers in sets.items()),
+        key=lambda g: (-len(g[0]), -len(g[1]), g[1], g[0]),
+    )
+
+
+def aggregate_group(
+    by_env: dict[str, dict[str, list[Run]]],
+    papers: list[str],
+    envs: list[str],
+    budget: int | None,
+    reps: int,
+    curve_reps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """IQM/mean/median/OG with CIs, profiles and sample efficiency (normalised) of papers on one env set."""
+    out: dict[str, Any] = {
+        "budget": budget,
+        "papers": papers,
+        "envs": envs,
+        "normalization": {},
+        "metrics": {},
+        "notes": [],
+    }
+    for env in envs:
+        b = next(r for r in by_env[env][papers[0]] if r.complete).bounds
+        assert b is not None
+        out["normalization"][env] = {"low": b.low, "high": b.high, "source": b.source, "kind": b.kind}
+    matrices = {}
+    for p in papers:
+        matrix, note = score_matrix({e: by_env[e][p] for e in envs}, envs)
+        if note:
+            out["notes"].append(f"{p}: {note}")
+        matrices[p] = matrix
+        ivs = bootstrap_intervals(matrix, AGGREGATE_METRICS, reps=reps, seed=seed)
+        out["metrics"][p] = {k: _interval(v) for k, v in ivs.items()}
+    top = max(1.0, max(float(m.max()) for m in matrices.values()))
+    taus = np.linspace(0.0, top, 41)
+    out["profiles"] = {"taus": _f(taus)}
+    for p in papers:
+        out["profiles"][p] = _interval(performance_profile(matrices[p], taus, reps=curve_reps, seed=seed))
+    out["sample_efficiency"] = sample_efficiency(by_env, envs, papers, curve_reps, seed)
+    return out
+
+
+def _scored_envs(by_env: dict[str, dict[str, list[Run]]], paper: str) -> set[str]:
+    """Envs where `paper` has >= 2 finished runs."""
+    return {env for env, group in by_env.items() if sum(r.complete for r in group.get(paper, [])) >= 2}
+
+
+def aggregates(runs: Sequence[Run], reps: int, curve_reps: int, seed: int) -> dict[str, Any]:
+    """Normalised aggregates of every comparable group and P(X > Y), per frame budget (never pooled)."""
+    out: dict[str, Any] = {"groups": [], "dropped": [], "probability_of_improvement": [], "notes": []}
+    budgets = _by_budget(runs)
+    if len(budgets) > 1:
         out["notes"].append(
-            f"envs not in the normalised aggregates: {', '.join(skipped)} (no normalisation bounds in "
-            "common/evaluation/references/envs.yaml, or too few finished runs)"
+            "runs have different frame budgets ("
+            + ", ".join(_frames(b) for b in budgets)
+            + "): aggregates and P(X > Y) are computed per budget; runs of different budgets are not pooled"
         )
-    if envs:
-        for env in envs:
-            b = by_env[env][papers[0]][0].bounds
-            assert b is not None
-            out["normalization"][env] = {"low": b.low, "high": b.high, "source": b.source, "kind": b.kind}
-        out["metrics"], matrices = {}, {}
-        for p in papers:
-            matrix, note = score_matrix({e: by_env[e][p] for e in envs}, envs)
-            if note:
-                out["notes"].append(f"{p}: {note}")
-            matrices[p] = matrix
-            ivs = bootstrap_intervals(matrix, AGGREGATE_METRICS, reps=reps, seed=seed)
-            out["metrics"][p] = {k: _interval(v) for k, v in ivs.items()}
-        top = max(1.0, max(float(m.max()) for m in matrices.values()))
-        taus = np.linspace(0.0, top, 41)
-        out["profiles"] = {"taus": _f(taus)}
-        for p in papers:
-            out["profiles"][p] = _interval(performance_profile(matrices[p], taus, reps=curve_reps, seed=seed))
-        out["sample_efficiency"] = sample_efficiency(by_env, envs, papers, curve_reps, seed)
-    # P(X > Y) per pair on the envs both ran (>= 2 finished runs each); rank-based, so raw returns suffice.
-    out["probability_of_improvement"] = []
-    for x, y in combinations(all_papers, 2):
-        common = sorted(_scored_envs(by_env, x, False) & _scored_envs(by_env, y, False))
-        if not common:
-            continue
-        sx = score_matrix({e: by_env[e][x] for e in common}, common, normalized=False)[0]
-        sy = score_matrix({e: by_env[e][y] for e in common}, common, normalized=False)[0]
-        iv = probability_of_improvement_ci(sx, sy, reps=curve_reps, seed=seed)
-        out["probability_of_improvement"].append({"x": x, "y": y, "envs": common, **_interval(iv)})
+    for budget, budget_runs in budgets.items():
+        by_env = group_runs(budget_runs)
+        usable, dropped = _usable(by_env)
+        out["dropped"] += [{"budget": budget, **d} for d in dropped]
+        for papers, envs in _comparable_groups(usable):
+            out["groups"].append(aggregate_group(by_env, papers, envs, budget, reps, curve_reps, seed))
+        all_papers = sorted({p for g in by_env.values() for p in g})
+        for p in all_papers:
+            if not usable.get(p):
+                out["notes"].append(
+                    f"{p} ({_frames(budget)}) is in no normalised aggregate: "
+                    + "; ".join(d["reason"] for d in dropped if d["paper"] == p)
+                )
+        # P(X > Y) per pair on the envs both ran (>= 2 finished runs each); rank-based: raw returns suffice.
+        for x, y in combinations(all_papers, 2):
+            common = sorted(_scored_envs(by_env, x) & _scored_envs(by_env, y))
+            if not common:
+                continue
+            sx = score_matrix({e: by_env[e][x] for e in common}, common, normalized=False)[0]
+            sy = score_matrix({e: by_env[e][y] for e in common}, common, normalized=False)[0]
+            iv = probability_of_improvement_ci(sx, sy, reps=curve_reps, seed=seed)
+            out["probability_of_improvement"].append(
+                {"budget": budget, "x": x, "y": y, "envs": common, **_interval(iv)}
+            )
     return out
 
 
@@ -347,6 +451,13 @@ def build_results(
     notes = []
     if len(by_env) > 1:
         notes.append(f"runs span {len(by_env)} envs ({', '.join(by_env)}): curves and tables are per env")
+    budgets = sorted({r.budget for r in runs if r.budget is not None})
+    if len(budgets) > 1:
+        notes.append(
+            f"runs have different frame budgets ({', '.join(f'{b:,}' for b in budgets)} frames): per-env "
+            "tables have one row per (paper, budget); aggregates and P(X > Y) are computed per budget"
+        )
+    notes += duplicate_notes(runs, root)
     return {
         "schema": SCHEMA,
         "generated": generated or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -364,7 +475,7 @@ def build_results(
             env: {"table": env_table(env, papers, reps, seed), "curves": env_curves(papers, curve_reps, seed)}
             for env, papers in by_env.items()
         },
-        "aggregate": aggregates(by_env, reps, curve_reps, seed),
+        "aggregate": aggregates(runs, reps, curve_reps, seed),
         "adastop": list(adastop),
         "notes": notes,
     }

@@ -17,6 +17,7 @@ from common.report.render import Block
 
 # Images larger than this are left out of the W&B report (the HTML report holds them all).
 MAX_IMAGE_BYTES = 400_000
+PER_ENV = "Per environment"  # the report section whose env subsections get W&B panels
 
 
 def _markdown_table(blk: Block) -> str:
@@ -33,17 +34,20 @@ def build(
     import wandb_workspaces.reports.v2 as wr
 
     blocks: list[Any] = []
-    papers = sorted({row["paper"] for e in results["envs"].values() for row in e["table"]})
-    envs = list(results["envs"])
+    runs = results["provenance"]["runs"]
+    section = ""
     for blk in results["_blocks"]:
         if blk.kind == "h1":
             continue  # the report's title
         if blk.kind == "h2":
+            section = blk.text
             blocks.append(wr.H2(text=blk.text))
-            if blk.text == "Per environment":
-                blocks.append(_panels(wr, papers, envs, project, entity))
+            if section == PER_ENV:
+                blocks.append(wr.MarkdownBlock(text=runset_note(runs)))
         elif blk.kind == "h3":
             blocks.append(wr.H3(text=blk.text))
+            if section == PER_ENV and blk.text in results["envs"]:
+                blocks += _panels(wr, blk.text, runs, project, entity)
         elif blk.kind == "p":
             blocks.append(wr.MarkdownBlock(text=blk.text))
         elif blk.kind == "table":
@@ -58,25 +62,65 @@ def build(
     return wr.Report(project=project, title="rlrepro report", description=description, blocks=blocks, **who)
 
 
-def _panels(wr: Any, papers: list[str], envs: list[str], project: str, entity: str | None) -> Any:
-    """One runset per paper (runs tagged with the paper's name by common.logger), one line plot per env."""
+def runset_filter(
+    paper: str, env: str, budget: int | None, tag: str = "", dataset: str | None = None
+) -> str:
+    """W&B filter of one run set: one paper (and tag) on one env (and dataset) at one frame budget, smoke
+    runs excluded (debug=smoke sets env.fast_render, which real runs leave false)."""
+    parts = [f"Config('paper.name') == '{paper}'", f"Config('env.name') == '{env}'"]
+    if tag:
+        parts.append(f"Config('tag') == '{tag}'")
+    if dataset:
+        parts.append(f"Config('dataset') == '{dataset}'")
+    if budget is not None:
+        parts.append(f"Config('paper.train.num_frames') == {int(budget)}")
+    parts.append("Config('env.fast_render') == False")
+    return " and ".join(parts)
+
+
+def runset_note(runs: list[dict[str, Any]]) -> str:
+    """What the W&B panels show, and the smoke runs they leave out."""
+    smoke = [r for r in runs if r.get("smoke")]
+    text = (
+        "W&B panels: one per (env, frame budget); each run set is one paper's runs on that env at that "
+        "budget (filters on paper.name, env.name and paper.train.num_frames), so runs of different envs or "
+        "budgets are never averaged together. Smoke runs (debug=smoke) are left out of every run set "
+        "(filter env.fast_render = False), so they are never averaged with real runs"
+    )
+    if smoke:
+        text += "; left out here: " + ", ".join(f"{r['paper']}/{r['env']} s{r['seed']}" for r in smoke)
+    return text + "."
+
+
+def _panels(wr: Any, env: str, runs: list[dict[str, Any]], project: str, entity: str | None) -> list[Any]:
+    """One panel grid per frame budget of `env`'s real (non-smoke) runs: a run set per paper, filtered by
+    paper, env and budget, and a line plot of their mean eval return."""
     where = {"entity": entity, "project": project} if entity else {}
-    runsets = [
-        wr.Runset(name=p, filters=f"Config('paper.name') = '{p}'", groupby=["config.env.name"], **where)
-        for p in papers
-    ]
-    panels = [
-        wr.LinePlot(
-            title=f"{env}: eval return",
+    real = [r for r in runs if r.get("task", r["env"]) == env and not r.get("smoke")]
+    budgets = sorted({r.get("budget") for r in real}, key=lambda b: (b is None, b or 0))
+    grids = []
+    for budget in budgets:
+        arms = {r.get("arm", r["paper"]): r for r in real if r.get("budget") == budget}
+        frames = "unknown budget" if budget is None else f"{budget:,} frames"
+        runsets = [
+            wr.Runset(
+                name=f"{arm} ({frames})",
+                filters=runset_filter(r["paper"], r["env"], budget, r.get("tag") or "", r.get("dataset")),
+                groupby=["config.paper.name"],
+                **where,
+            )
+            for arm, r in sorted(arms.items())
+        ]
+        panel = wr.LinePlot(
+            title=f"{env}, {frames}: eval return",
             x="Step",
             y=["eval/episode_return"],
             groupby="config.paper.name",
             groupby_aggfunc="mean",
             groupby_rangefunc="stderr",
         )
-        for env in envs
-    ]
-    return wr.PanelGrid(runsets=runsets, panels=panels)
+        grids.append(wr.PanelGrid(runsets=runsets, panels=[panel]))
+    return grids
 
 
 def spec_json(report: Any) -> str:

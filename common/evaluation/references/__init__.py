@@ -51,6 +51,53 @@ class PaperScore:
 
 
 @dataclass(frozen=True)
+class PaperInterval:
+    """A confidence interval of a paper's mean, and how it was made."""
+
+    lower: float
+    upper: float
+    confidence: float
+    seeds: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "confidence": self.confidence,
+            "seeds": self.seeds,
+            "method": self.method,
+        }
+
+
+def paper_interval(
+    score: PaperScore, confidence: float = 0.95, *, reps: int = 50_000, seed: int = 0
+) -> PaperInterval | None:
+    """The paper mean's confidence interval: a percentile bootstrap of the mean over its per-seed `runs`
+    when given (>= 2), else mean ± t_{(1+c)/2, n-1} sd / sqrt(n) from its `sd` and `seeds` (n >= 2), else
+    None (spread not reported)."""
+    from common.evaluation.stats import bootstrap_ci
+
+    if score.mean is None:
+        return None
+    if len(score.runs) >= 2:
+        iv = bootstrap_ci(
+            np.asarray(score.runs)[:, None], "mean", reps=reps, confidence=confidence, seed=seed
+        )
+        n = len(score.runs)
+        method = f"percentile bootstrap of the mean over the paper's {n} per-seed scores"
+        return PaperInterval(float(iv.lower), float(iv.upper), confidence, n, method)
+    if score.sd is not None and score.seeds is not None and score.seeds >= 2:
+        from scipy.stats import t  # scipy comes with dm-control (a dependency)
+
+        n = score.seeds
+        half = float(t.ppf((1.0 + confidence) / 2.0, n - 1)) * score.sd / float(np.sqrt(n))
+        method = f"mean ± t(n-1) sd/sqrt(n) from the paper's sd over {n} seeds"
+        return PaperInterval(score.mean - half, score.mean + half, confidence, n, method)
+    return None
+
+
+@dataclass(frozen=True)
 class Bounds:
     """Normalisation bounds of an env: normalised = (score - low) / (high - low)."""
 
