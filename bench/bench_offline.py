@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed updates first")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--transitions", type=int, default=100_000, help="rows of the random dataset")
-    parser.add_argument("--papers", nargs="+", default=["td3bc", "iql"])
+    parser.add_argument("--papers", nargs="+", default=["td3bc", "iql", "bc"])
     parser.add_argument("--precisions", nargs="+", default=["fp32"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()

@@ -24,9 +24,9 @@ from common.errors import CheckpointError, ConfigError
 from common.evaluation.normalization import normalized_score
 from common.logger import read_metrics
 from common.loop import mean_return
-from common.offline.data import OfflineData, OfflineSampler
+from common.offline.data import OfflineData, OfflineSampler, state_statistics
 from common.registry import CONF_DIR
-from papers.td3bc.agent import TD3BCAgent, state_statistics
+from papers.td3bc.agent import TD3BCAgent
 from tests.conftest import run_cli
 
 torch.set_num_threads(1)

@@ -63,3 +63,10 @@ class OfflineSampler:
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state
+
+
+def state_statistics(observations: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature dataset mean and std + eps, as TD3+BC's `normalize_states` and CORL's `compute_mean_std`
+    (numpy std with ddof 0; both use eps 1e-3), computed in float64 and returned as float32."""
+    obs = observations.astype(np.float64)
+    return obs.mean(0).astype(np.float32), (obs.std(0) + eps).astype(np.float32)

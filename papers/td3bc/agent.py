@@ -26,7 +26,7 @@ from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
 from common.errors import ConfigError
 from common.networks import TwinQ, mlp, soft_update_
-from common.offline.data import OfflineData
+from common.offline.data import OfflineData, state_statistics
 from common.precision import autocast, check_precision
 
 CFG_KEYS = (
@@ -41,12 +41,6 @@ CFG_KEYS = (
     "normalize_states",
     "state_norm_eps",
 )
-
-
-def state_statistics(observations: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature dataset mean and std + eps (utils.py `normalize_states`: numpy std, ddof 0, eps=1e-3)."""
-    obs = observations.astype(np.float64)
-    return obs.mean(0).astype(np.float32), (obs.std(0) + eps).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
