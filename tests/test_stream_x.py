@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from common.logger import read_metrics
-from papers.stream_x.core import (
+from common.stream import (
     ObservationNormalizer,
     RewardScaler,
     SampleMeanStd,
@@ -213,6 +213,49 @@ def test_stream_ac_learns_inverted_pendulum():
     first, last = np.mean(returns[:10]), np.mean(returns[-5:])
     assert first < 30, first
     assert last > 500, (first, last)
+
+
+def test_stream_ac_actions_are_clipped_to_unit_then_rescaled_to_the_env_bounds():
+    # Pins a DEVIATION (papers/stream_ac/agent.py `act`): upstream stream_ac_continuous.py wraps the env in
+    # gymnasium's ClipAction, which clips the raw Gaussian sample to the env's own [low, high]; here the
+    # shared env clips it to [-1, 1] and then rescales [-1, 1] affinely onto [low, high]. Pendulum-v1's
+    # torque bounds are [-2, 2], so the two differ (0.6 runs as 1.2 here, 0.6 upstream).
+    import gymnasium
+
+    from common.envs.gym_mujoco import GymEnv
+    from papers.stream_ac.agent import StreamACAgent
+
+    class RecordActions(gymnasium.Wrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.executed = []
+
+        def step(self, action):
+            self.executed.append(np.array(action, dtype=np.float64))
+            return self.env.step(action)
+
+    inner = RecordActions(gymnasium.make("Pendulum-v1"))
+    assert inner.action_space.low.tolist() == [-2.0] and inner.action_space.high.tolist() == [2.0]
+    env = GymEnv(inner, label="Pendulum-v1", pixels=False, action_repeat=1, image_size=84, camera=None,
+                 max_episode_frames=200, fast_render=False, seed=0)  # fmt: skip
+    cfg = OmegaConf.load(ROOT / "conf" / "paper" / "stream_ac.yaml").agent
+    cfg.time_feature = False
+    torch.manual_seed(0)
+    agent = StreamACAgent(cfg, env.spec, torch.device("cpu"), "fp32")
+    with torch.no_grad():
+        agent.actor.pre_std.bias.fill_(3.0)  # std about 3: samples fall both inside and outside [-1, 1]
+    ts, sampled = env.reset(), []
+    for t in range(60):
+        with torch.no_grad():
+            action = agent.act(ts.obs, t, eval_mode=False)
+        sampled.append(action.astype(np.float64))
+        ts = env.step(action)
+    env.close()
+    sampled, executed = np.array(sampled), np.array(inner.executed)
+    assert (np.abs(sampled) > 1).any() and (np.abs(sampled) < 1).any()
+    np.testing.assert_allclose(executed, np.clip(sampled, -1.0, 1.0) * 2.0, rtol=1e-6)  # ours
+    upstream = np.clip(sampled, -2.0, 2.0)  # ClipAction(Box(-2, 2)) on the same samples
+    assert not np.allclose(executed, upstream)
 
 
 # ---------------------------------------------------------------- runs through run.py

@@ -2,7 +2,7 @@
 # Start a single-node SLURM cluster with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd) on
 # Debian/Ubuntu without systemd, for the tests marked `slurm`. Idempotent; `.ci/slurm/stop.sh` stops it.
 #   SLURM_DIR   where configs, state, pid files and logs go (default /tmp/rlrepro-slurm)
-# Recipe and measurements: shared/reference/hpo-and-slurm.md §5. Needs root (apt-get, daemons).
+# Why each step and setting: docs/hpo-and-slurm.md. Needs root (apt-get, daemons).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export SLURM_DIR="${SLURM_DIR:-/tmp/rlrepro-slurm}"

@@ -1,5 +1,5 @@
 """Hyperparameter optimisation with Optuna, called directly (not through hydra-optuna-sweeper, which pins
-optuna<3 and cannot prune: shared/reference/hpo-and-slurm.md §3), and declarative seed sweeps.
+optuna<3 and cannot prune: docs/hpo-and-slurm.md), and declarative seed sweeps.
 
 - `space`: search spaces (`conf/hpo/*.yaml`) → distributions → Hydra overrides.
 - `study`: the protocol of how-to-autorl (Eimer et al., ICML 2023): tune on tuning seeds (objective = mean

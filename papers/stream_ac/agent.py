@@ -3,7 +3,7 @@
 Follows upstream `stream_ac_continuous.py` (github.com/mohmdelsayed/streaming-drl) for every constant:
 a Gaussian policy and a value network, each two hidden layers of 128 with LayerNorm + LeakyReLU, sparse
 init (90%); one ObGD optimiser per network (lr 1, γ 0.99, λ 0.8, κ_π 3, κ_V 2); entropy 0.01; observations
-normalised and rewards scaled online (`papers/stream_x/core.py`). The time feature is appended by the loop
+normalised and rewards scaled online (`common/stream.py`). The time feature is appended by the loop
 (`paper.time_feature`). Every trick is a config switch, which gives the "stream barrier" AC(λ) baseline.
 """
 
@@ -20,7 +20,7 @@ from torch.distributions import Normal
 
 from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
-from papers.stream_x.core import (
+from common.stream import (
     RewardScaler,
     StreamObservations,
     StreamTrunk,
@@ -66,7 +66,13 @@ class StreamACAgent:
         mu, std = self.actor(x)
         if eval_mode:
             return mu.numpy()  # DEVIATION: upstream has no evaluation; we evaluate the policy mean
-        # the env clips the action to [-1, 1] (upstream ClipAction); learning uses the unclipped sample
+        # DEVIATION: the shared env clips this sample to [-1, 1] and then rescales [-1, 1] affinely onto the
+        # env's [low, high]. Upstream (stream_ac_continuous.py) wraps the env in gymnasium's ClipAction,
+        # which clips the raw sample to [low, high] with no rescaling. Identical when the bounds are [-1, 1]
+        # (Hopper, HalfCheetah, Walker2d, Ant, dog and most DMC tasks); elsewhere the executed action differs
+        # (Pendulum-v1 [-2, 2]: 0.6 runs as 1.2 here, 0.6 upstream; InvertedPendulum-v5 [-3, 3]; Humanoid-v5
+        # [-0.4, 0.4]). Kept because every rlrepro agent acts in [-1, 1] through the same env code and runs in
+        # progress use it (tests/test_stream_x.py pins it). Both learn from the unclipped sample, as upstream.
         return Normal(mu, std).sample().numpy()
 
     def learn(

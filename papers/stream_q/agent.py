@@ -18,7 +18,7 @@ from torch import nn
 
 from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
-from papers.stream_x.core import (
+from common.stream import (
     RewardScaler,
     StreamObservations,
     StreamTrunk,

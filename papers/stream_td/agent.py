@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from common.checkpoint import Part, load_parts, parts_state
 from common.envs.base import EnvSpec
-from papers.stream_x.core import (
+from common.stream import (
     RewardScaler,
     StreamObservations,
     StreamValue,

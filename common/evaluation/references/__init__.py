@@ -1,7 +1,17 @@
-"""Published scores per paper and env, and normalisation bounds per env, loaded from the YAML files here.
+"""Published scores per paper and env, and normalisation bounds per env.
 
-`papers.yaml` holds each paper's reported numbers with their source; `envs.yaml` holds the bounds used to
-normalise returns across envs. Both are data: add a number by adding an entry with its source.
+A paper's reported numbers live with the paper, in `papers/<paper>/references.yaml` (the folder names the
+paper); each maps an env name to a list of entries:
+
+- `frames`: the env frames at which the number holds;
+- `runs`: the per-seed values when the source publishes them (mean and sd are computed here), or `mean`
+  with `sd` and `seeds` when only a summary exists;
+- `source`: the paper's table or figure, or the official results file with its commit; a number that could
+  not be checked says "(unverified)";
+- or only `unavailable:`, naming where the number lives when it has not been read or digitised yet (no
+  number is ever typed in from memory).
+
+`envs.yaml` here holds the bounds that normalise returns across envs, shared by every paper.
 """
 
 from __future__ import annotations
@@ -15,8 +25,11 @@ import numpy as np
 import yaml
 
 from common.errors import ConfigError
+from common.registry import ROOT
 
 HERE = Path(__file__).resolve().parent
+PAPERS_DIR = ROOT / "papers"  # installed or not, `papers` sits next to `common`
+PAPER_FILE = "references.yaml"
 
 # A paper number counts as "at our budget" when its frame count is within this fraction of ours.
 FRAMES_TOLERANCE = 0.02
@@ -110,10 +123,12 @@ class Bounds:
         return (np.asarray(scores, dtype=np.float64) - self.low) / (self.high - self.low)
 
 
-def _load_yaml(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((HERE / name).read_text())
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{HERE / name} must hold a mapping")
+        raise ConfigError(f"{path} must hold a mapping")
     return data
 
 
@@ -136,21 +151,30 @@ def _paper_score(paper: str, env: str, entry: dict[str, Any], where: str) -> Pap
     return PaperScore(paper, env, int(entry["frames"]), mean, sd, seeds, runs, str(entry["source"]))
 
 
+def paper_file(paper: str) -> str:
+    """Where a paper's reported numbers live, relative to the repository root."""
+    return f"papers/{paper}/{PAPER_FILE}"
+
+
 @cache
 def paper_scores() -> dict[tuple[str, str], tuple[PaperScore, ...]]:
-    """Every entry of papers.yaml keyed by (paper, env), ordered by frames."""
+    """Every entry of every papers/<paper>/references.yaml keyed by (paper, env), ordered by frames."""
     out: dict[tuple[str, str], tuple[PaperScore, ...]] = {}
-    for paper, envs in _load_yaml("papers.yaml").items():
-        for env, entries in (envs or {}).items():
-            scores = [_paper_score(paper, env, e, f"papers.yaml {paper}/{env}") for e in entries]
-            out[(paper, env)] = tuple(sorted(scores, key=lambda s: s.frames or 0))
+    for path in sorted(PAPERS_DIR.glob(f"*/{PAPER_FILE}")):
+        paper = path.parent.name
+        for env, entries in _load_yaml(path).items():
+            where = f"{paper_file(paper)} {env}"
+            if not isinstance(entries, list):
+                raise ConfigError(f"{where}: expected a list of entries")
+            scores = [_paper_score(paper, str(env), e, where) for e in entries]
+            out[(paper, str(env))] = tuple(sorted(scores, key=lambda s: s.frames or 0))
     return out
 
 
 @cache
 def env_bounds() -> dict[str, Bounds]:
     """Normalisation bounds per env name from envs.yaml."""
-    table = _load_yaml("envs.yaml").get("envs", {})
+    table = _load_yaml(HERE / "envs.yaml").get("envs", {})
     return {
         env: Bounds(float(b["low"]), float(b["high"]), str(b["source"]), str(b.get("kind", "reference")))
         for env, b in table.items()
@@ -169,7 +193,7 @@ def reference_for(paper: str, env: str, frames: int | None) -> tuple[PaperScore 
     """
     entries = paper_scores().get((paper, env), ())
     if not entries:
-        return None, f"no {paper} number for {env} in common/evaluation/references/papers.yaml"
+        return None, f"no {paper} number for {env} in {paper_file(paper)}"
     usable = [e for e in entries if not e.unavailable]
     if not usable:
         return None, f"not available: {entries[0].source}"

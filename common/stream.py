@@ -1,4 +1,5 @@
-"""The stream-x techniques shared by stream AC(λ), Q(λ) and TD(λ) (Elsayed, Vasan & Mahmood, 2024).
+"""The stream-x techniques shared by stream AC(λ), Q(λ) and TD(λ) (Elsayed, Vasan & Mahmood, 2024): the
+plumbing of the papers/stream_ac, stream_q and stream_td plugins (their shared README: docs/stream_x.md).
 
 Each piece names the upstream file (github.com/mohmdelsayed/streaming-drl) whose constants and formulas
 it follows; the code is written afresh. The paper's five tricks:
@@ -277,7 +278,7 @@ class RewardScaler:
         if not self.enabled:
             return float(reward)
         self.trace = self.trace * self.gamma * (1.0 - float(done)) + reward
-        self.stats.update(np.float64(self.trace))
+        self.stats.update(np.asarray(self.trace, np.float64))
         return float(reward / np.sqrt(self.stats.var + self.eps))
 
     def state_dict(self) -> dict[str, Any]:
