@@ -269,3 +269,90 @@ def test_offline_runs_refuse_missing_or_unknown_datasets_before_starting(tmp_pat
         assert not (run_dir / "config.yaml").exists()  # refused before anything was written
         if choice == "dataset=medium":
             assert proc.stderr.strip().endswith("generate it with: python run.py paper=d4rl env=hopper")
+
+
+# ----------------------------------------------------------------------------- reference returns
+
+
+def test_reference_episodes_default_to_d4rls_100_and_smoke_shrinks_the_generator() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from common.registry import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        full = compose(config_name="config", overrides=["paper=d4rl", "env=hopper"]).paper.datasets
+        chosen = compose(
+            config_name="config",
+            overrides=["paper=d4rl", "env=hopper", "paper.datasets.reference_episodes=7"],
+        ).paper.datasets
+        smoke = compose(config_name="config", overrides=["paper=d4rl", "env=hopper", "debug=smoke"]).paper
+    # D4RL scripts/reference_scores/generate_ref_min_score.py, adroit_expert.py: --num_episodes 100
+    assert (full.reference_episodes, full.size, full.require_expert_above_random) == (100, 1_000_000, True)
+    assert chosen.reference_episodes == 7  # still configurable
+    assert (smoke.datasets.size, smoke.datasets.reference_episodes) == (1000, 10)
+    assert smoke.datasets.require_expert_above_random is False and smoke.train.num_frames == 400
+
+
+@pytest.mark.parametrize(("ref_min", "ref_max"), [(19.4, 10.9), (5.0, 5.0), (0.0, float("nan"))])
+def test_an_expert_not_above_random_is_refused_naming_both_returns_and_the_fix(
+    ref_min: float, ref_max: float
+) -> None:
+    from papers.d4rl.generate import check_references
+
+    with pytest.raises(DatasetError) as err:
+        check_references({"ref_min_score": ref_min, "ref_max_score": ref_max}, num_frames=400)
+    message = str(err.value)
+    assert "\n" not in message and f"({ref_max:.4g})" in message and f"({ref_min:.4g})" in message
+    assert "no dataset was written" in message and "paper.train.num_frames, now 400" in message
+    check_references({"ref_min_score": 10.9, "ref_max_score": 19.4}, num_frames=400)  # the right way round
+
+
+def _copy_behaviour_run(tiny_d4rl: dict[str, Path], dest: Path, refs: dict[str, float] | None) -> Path:
+    """The tiny run's phase-1 output (config, evaluations, snapshots, checkpoints) without its splits, with
+    the reference check on and `refs` as its measured references (None: measured again)."""
+    from omegaconf import OmegaConf
+
+    shutil.copytree(tiny_d4rl["run"], dest)
+    (dest / "datasets.json").unlink()
+    refs_file = dest / "behaviour" / "references.json"
+    refs_file.unlink()
+    if refs is not None:
+        refs_file.write_text(json.dumps(refs))
+    cfg = OmegaConf.load(dest / "config.yaml")
+    cfg.paper.datasets.require_expert_above_random = True
+    OmegaConf.save(cfg, dest / "config.yaml")
+    return dest
+
+
+def test_generation_refuses_an_expert_below_random_before_writing_anything(
+    tiny_d4rl: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omegaconf import OmegaConf
+
+    import papers.d4rl.generate as generate
+    from common.runtime import RunContext, StopFlag
+
+    run = _copy_behaviour_run(tiny_d4rl, tmp_path / "run", refs=None)
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    monkeypatch.setattr(
+        generate, "_references", lambda cfg, env, expert: {"ref_min_score": 19.4, "ref_max_score": 10.9}
+    )
+    cfg = OmegaConf.load(run / "config.yaml")
+    ctx = RunContext(run_dir=run, device=torch.device("cpu"), resuming=True, stop=StopFlag())
+    with pytest.raises(DatasetError, match=r"expert's reference return \(10\.9\) is not above .*\(19\.4\)"):
+        generate.write_splits(cfg, ctx)  # type: ignore[arg-type]
+    assert not root.exists() and not (run / "datasets.json").exists()
+    assert not (run / "behaviour" / "references.json").exists()  # a rerun measures them again
+
+
+def test_cli_refusal_is_one_line_exit_2(tiny_d4rl: dict[str, Path], tmp_path: Path) -> None:
+    # resuming the finished behaviour run goes straight to phase 2, which reads these references
+    run = _copy_behaviour_run(tiny_d4rl, tmp_path / "run", {"ref_min_score": 30.0, "ref_max_score": 30.0})
+    root = tmp_path / "minari"
+    proc = run_cli(f"resume={run}", env={"MINARI_DATASETS_PATH": str(root)}, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the expert's reference return (30) is not above the random policy's (30)")
+    assert last.endswith("train the behaviour policy longer in a new run (paper.train.num_frames, now 400)")
+    assert not root.exists() and not (run / "datasets.json").exists()

@@ -8,11 +8,13 @@ import io
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from common.buffers.base import Batch
 from common.envs.base import EnvSpec
 from common.errors import CheckpointError, ConfigError
+from common.registry import CONF_DIR
 from papers.drqv2.agent import DrQV2Agent
 
 torch.set_num_threads(1)
@@ -212,6 +214,38 @@ def test_bad_config_raises_config_error_and_cfg_is_not_written() -> None:
     partial = OmegaConf.create({k: v for k, v in snapshot.items() if k != "stddev_clip"})
     with pytest.raises(ConfigError, match="stddev_clip"):
         DrQV2Agent(partial, make_spec(), CPU, "fp32")
+
+
+# --- per-task settings (conf/paper_env/drqv2_<env>.yaml) ----------------------------------------------
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+# facebookresearch/drqv2 @c0c650b cfgs/config.yaml (nstep 3, batch_size 256, replay_buffer_size 1M) and the
+# cfgs/task/<task>.yaml files that override them.
+@pytest.mark.parametrize(
+    ("env", "nstep", "batch_size", "capacity"),
+    [
+        ("walker_walk", 1, 512, 1_000_000),  # cfgs/task/walker_walk.yaml: nstep 1, batch_size 512
+        ("walker_run", 1, 512, 1_000_000),  # cfgs/task/walker_run.yaml: the same
+        ("walker_stand", 1, 512, 1_000_000),  # cfgs/task/walker_stand.yaml: the same
+        ("quadruped_run", 3, 256, 100_000),  # cfgs/task/quadruped_run.yaml: replay_buffer_size 100000
+        ("quadruped_walk", 3, 256, 1_000_000),  # cfgs/task/quadruped_walk.yaml: no override
+        ("cheetah_run", 3, 256, 1_000_000),  # cfgs/task/cheetah_run.yaml: no override
+    ],
+)
+def test_official_per_task_buffer_settings(env: str, nstep: int, batch_size: int, capacity: int) -> None:
+    buffer = _compose("paper=drqv2", f"env={env}").paper.buffer
+    assert (buffer.nstep, buffer.batch_size, buffer.capacity) == (nstep, batch_size, capacity)
+
+
+def test_walker_run_and_stand_use_the_official_difficulty_groups() -> None:
+    run, stand = _compose("paper=drqv2", "env=walker_run"), _compose("paper=drqv2", "env=walker_stand")
+    assert (run.env.domain, run.env.task, run.env.camera) == ("walker", "run", 0)
+    assert run.paper.train.num_frames == 3_100_000  # cfgs/task/walker_run.yaml: medium
+    assert (stand.env.domain, stand.env.task) == ("walker", "stand")
+    assert stand.paper.train.num_frames == 1_100_000  # cfgs/task/walker_stand.yaml: easy
 
 
 # --- real size and learning ----------------------------------------------------------------------------

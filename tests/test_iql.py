@@ -52,7 +52,7 @@ def make_cfg(**overrides: object) -> OmegaConf:
         log_std_max=2.0,
         actor_lr_schedule="cosine",
         max_steps=100,
-        normalize_reward=True,
+        reward_scaling="locomotion",  # the toy tests scale as on hopper; the config's default is none
         reward_span=1000.0,
         normalize_states=False,
         state_norm_eps=1e-3,
@@ -144,10 +144,48 @@ def test_reward_scale_is_1000_over_the_spread_of_episode_returns() -> None:
     batch = make_batch()
     metrics = agent.update(batch, step=0)
     assert metrics["batch_reward"] == pytest.approx(25.0 * batch.reward.mean(), rel=1e-5)
-    assert make_agent(data=data, normalize_reward=False).reward_scale == 1.0
+    assert make_agent(data=data, reward_scaling="none").reward_scale == 1.0
     data.rewards[:] = 1.0  # every episode returns 10: no spread to scale by
-    with pytest.raises(ConfigError, match="normalize_reward=false"):
+    with pytest.raises(ConfigError, match="reward_scaling=none"):
         make_agent(data=data)
+
+
+def test_reward_scaling_none_and_antmaze_leave_the_scale_at_one_and_antmaze_subtracts_one() -> None:
+    batch = make_batch()
+    for scaling, shift in (("none", 0.0), ("antmaze", -1.0)):  # train_offline.py: antmaze r - 1
+        agent = make_agent(reward_scaling=scaling)
+        assert agent.reward_scale == 1.0
+        metrics = agent.update(batch, step=0)
+        assert metrics["batch_reward"] == pytest.approx(batch.reward.mean() + shift, rel=1e-5)
+    with pytest.raises(ConfigError, match="reward_scaling='d4rl' must be one of none, locomotion, antmaze"):
+        make_agent(reward_scaling="d4rl")
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("env", "scaling"),
+    [
+        ("hopper", "locomotion"),  # train_offline.py: env names with hopper, halfcheetah or walker2d
+        ("halfcheetah", "locomotion"),
+        ("walker2d", "locomotion"),
+        ("ant", "none"),  # Gymnasium Ant: not in the official list
+        ("pendulum", "none"),
+        ("cheetah_run", "none"),  # DMC: no official IQL setting, rewards as stored
+    ],
+)
+def test_reward_scaling_is_set_per_env_as_the_official_code_does(env: str, scaling: str) -> None:
+    agent_cfg = _compose("paper=iql", f"env={env}").paper.agent
+    assert agent_cfg.reward_scaling == scaling
+    data = toy_data()  # episode returns differ: the locomotion scale is 1000 / spread, not 1
+    returns = data.episode_returns()
+    agent = IQLAgent(agent_cfg, make_spec(), CPU, "fp32")
+    agent.prepare(data)
+    want = 1000.0 / float(returns.max() - returns.min()) if scaling == "locomotion" else 1.0
+    assert agent.reward_scale == pytest.approx(want, rel=1e-6)
 
 
 def test_state_normalisation_round_trip_when_enabled() -> None:
@@ -330,7 +368,9 @@ def test_paper_config_holds_the_official_locomotion_values() -> None:
         None,
         "cosine",
     )
-    assert a["normalize_reward"] is True and a["reward_span"] == 1000.0 and a["normalize_states"] is False
+    assert (
+        a["reward_scaling"] == "locomotion" and a["reward_span"] == 1000.0 and a["normalize_states"] is False
+    )
     assert a["max_steps"] == 1_000_000 and short.paper.agent.max_steps == 500  # follows num_steps
 
 

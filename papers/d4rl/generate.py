@@ -14,7 +14,8 @@ expert policy.
 Phase 1 runs the shared online loop with SAC (`paper.agent`, `paper.train` come from conf/paper/sac.yaml) and
 saves the actor-critic at every evaluation under `behaviour/`. Phase 2 picks the expert (the last snapshot)
 and the medium policy (the snapshot whose evaluation return is nearest to random + medium_level *
-(expert - random)), measures the reference returns, and writes each split with `common.offline.minari_io`.
+(expert - random)), measures the reference returns (and stops, writing nothing, when the expert's is not
+above the random policy's), and writes each split with `common.offline.minari_io`.
 Both phases resume: phase 1 through the loop's checkpoints, phase 2 by skipping splits this run already
 wrote.
 """
@@ -52,7 +53,7 @@ from common.offline.minari_io import (
     read_info,
     write_dataset,
 )
-from common.registry import import_entry
+from common.registry import import_entry, loop
 from common.runtime import RunContext, write_json
 
 SNAPSHOTS = "behaviour"
@@ -182,7 +183,15 @@ def _replay_prefix(cfg: DictConfig, env: Env, ctx: RunContext, frames: int) -> O
         )
     checkpointer.load(path, {"paper": p.name, "env": cfg.env.name}, replay)
     t = replay.one_step_transitions(max_transitions=frames // p.action_repeat)  # one per env step
-    return OfflineData(**t, episode_starts=episode_starts(t["terminations"], t["truncations"]))
+    return OfflineData(
+        observations=t["observations"],
+        actions=t["actions"],
+        rewards=t["rewards"],
+        next_observations=t["next_observations"],
+        terminations=t["terminations"],
+        truncations=t["truncations"],
+        episode_starts=episode_starts(t["terminations"], t["truncations"]),
+    )
 
 
 def _references(cfg: DictConfig, env: Env, expert: Any) -> dict[str, float]:
@@ -192,6 +201,18 @@ def _references(cfg: DictConfig, env: Env, expert: Any) -> dict[str, float]:
         "ref_min_score": mean_return(env, _uniform(env.spec.action_shape, cfg.seed), g.reference_episodes),
         "ref_max_score": mean_return(env, _sampling(expert), g.reference_episodes),
     }
+
+
+def check_references(refs: dict[str, float], num_frames: int) -> None:
+    """Normalised scores divide by (expert - random): an expert that does not beat the random policy makes
+    every score of every learner meaningless (or sign-flipped), so no split is written."""
+    ref_min, ref_max = refs["ref_min_score"], refs["ref_max_score"]
+    if not ref_max > ref_min:  # also refuses NaN
+        raise DatasetError(
+            f"the expert's reference return ({ref_max:.4g}) is not above the random policy's "
+            f"({ref_min:.4g}): normalised scores would be meaningless, so no dataset was written; train the "
+            f"behaviour policy longer in a new run (paper.train.num_frames, now {num_frames})"
+        )
 
 
 def write_splits(cfg: DictConfig, ctx: RunContext) -> float:
@@ -208,10 +229,17 @@ def write_splits(cfg: DictConfig, ctx: RunContext) -> float:
         expert_frame, expert_eval = snaps[-1]
         expert = _load_policy(cfg, env, ctx, expert_frame)
         refs_file = ctx.run_dir / SNAPSHOTS / "references.json"
-        if refs_file.exists():
-            refs = json.loads(refs_file.read_text())
-        else:
-            refs = _references(cfg, env, expert)
+        refs = json.loads(refs_file.read_text()) if refs_file.exists() else _references(cfg, env, expert)
+        # `.get`: configs saved before this key existed (a resumed run) keep the check
+        if g.get("require_expert_above_random", True):
+            check_references(refs, cfg.paper.train.num_frames)  # before anything is written
+        elif not refs["ref_max_score"] > refs["ref_min_score"]:
+            print(
+                f"warning: the expert's reference return ({refs['ref_max_score']:.4g}) is not above the "
+                f"random policy's ({refs['ref_min_score']:.4g}); writing anyway "
+                f"(paper.datasets.require_expert_above_random=false)"
+            )
+        if not refs_file.exists():
             write_json(refs_file, refs)
         ref_min, ref_max = refs["ref_min_score"], refs["ref_max_score"]
         # D4RL "medium": about one third of the expert; chosen on the logged deterministic evaluations.
@@ -264,7 +292,7 @@ def write_splits(cfg: DictConfig, ctx: RunContext) -> float:
                 data = _replay_prefix(cfg, env, ctx, medium_frame)
                 source = {"kind": "SAC training replay up to the medium snapshot", "frames": medium_frame}
             else:  # medium-expert: D4RL mixes equal amounts of medium and expert data
-                data = _concat(collected["medium"], collected["expert"])
+                data = collected["medium"].concat(collected["expert"])
                 source = {"kind": "the medium split followed by the expert split"}
             collected[split] = data
             if split not in g.splits:
@@ -301,17 +329,4 @@ def write_splits(cfg: DictConfig, ctx: RunContext) -> float:
         env.close()
 
 
-def _concat(a: OfflineData, b: OfflineData) -> OfflineData:
-    n = len(a)
-    return OfflineData(
-        observations=np.concatenate([a.observations, b.observations]),
-        actions=np.concatenate([a.actions, b.actions]),
-        rewards=np.concatenate([a.rewards, b.rewards]),
-        next_observations=np.concatenate([a.next_observations, b.next_observations]),
-        terminations=np.concatenate([a.terminations, b.terminations]),
-        truncations=np.concatenate([a.truncations | (np.arange(n) == n - 1), b.truncations]),
-        episode_starts=np.concatenate([a.episode_starts, b.episode_starts + n]),
-    )
-
-
-generate.validate = validate  # type: ignore[attr-defined]
+generate = loop(validate=validate)(generate)  # common.launch validates once, before the run dir

@@ -46,12 +46,13 @@ CFG_KEYS = (
     "log_std_max",
     "actor_lr_schedule",
     "max_steps",
-    "normalize_reward",
+    "reward_scaling",
     "reward_span",
     "normalize_states",
     "state_norm_eps",
 )
 POLICIES = ("gaussian", "deterministic")
+REWARD_SCALINGS = ("none", "locomotion", "antmaze")  # train_offline.py `make_env_and_dataset`, per dataset
 SCHEDULES = ("cosine", "constant")
 ACTION_CLIP = 1.0 - 1e-5  # dataset_utils.py `D4RLDataset(clip_to_eps=True, eps=1e-5)`
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -134,6 +135,9 @@ class IQLAgent:
                 f"paper.agent.actor_lr_schedule={cfg.actor_lr_schedule!r} must be one of "
                 f"{', '.join(SCHEDULES)}"
             )
+        if cfg.reward_scaling not in REWARD_SCALINGS:
+            choices = ", ".join(REWARD_SCALINGS)
+            raise ConfigError(f"paper.agent.reward_scaling={cfg.reward_scaling!r} must be one of {choices}")
         if not 0.0 < float(cfg.expectile) < 1.0:
             raise ConfigError(f"paper.agent.expectile={cfg.expectile} must lie in (0, 1) (0.5 = plain MSE)")
         if cfg.actor_lr_schedule == "cosine" and int(cfg.max_steps) < 1:
@@ -150,8 +154,10 @@ class IQLAgent:
         self.actor_lr = float(cfg.actor_lr)
         self.cosine = cfg.actor_lr_schedule == "cosine"
         self.max_steps = int(cfg.max_steps)
-        self.normalize_reward = bool(cfg.normalize_reward)
+        self.reward_scaling = str(cfg.reward_scaling)
         self.reward_span = float(cfg.reward_span)
+        # antmaze: r - 1 (train_offline.py); a constant of the config, so not part of the checkpoint
+        self.reward_shift = -1.0 if self.reward_scaling == "antmaze" else 0.0
         self.normalize_states = bool(cfg.normalize_states)
         self.state_norm_eps = float(cfg.state_norm_eps)
         obs_dim, action_dim, hidden = spec.obs_shape[0], spec.action_shape[0], int(cfg.hidden_dim)
@@ -183,18 +189,21 @@ class IQLAgent:
         return autocast(self.device, self.precision)
 
     # -----------------------------------------------------------------------------------------------
-    # Dataset statistics. Rewards (train_offline.py `normalize`, applied to hopper/halfcheetah/walker2d):
-    # r <- r * 1000 / (max episode return - min episode return) over the dataset's trajectories. States:
-    # the official code leaves them raw (normalize_states: false); CORL normalises them by mean/std + eps.
+    # Dataset statistics. Rewards, per dataset family as train_offline.py `make_env_and_dataset` decides by
+    # the env name (here `reward_scaling`, set per env in conf/paper_env/iql_<env>.yaml):
+    #   locomotion (hopper, halfcheetah, walker2d; `normalize`): r <- r * 1000 / (max - min episode return)
+    #     over the dataset's trajectories;
+    #   antmaze: r <- r - 1;   none (every other dataset): r as stored.
+    # States: the official code leaves them raw (normalize_states: false); CORL normalises them by mean/std.
     # -----------------------------------------------------------------------------------------------
     def prepare(self, data: OfflineData) -> None:
-        if self.normalize_reward:
+        if self.reward_scaling == "locomotion":
             returns = data.episode_returns()
             span = float(returns.max() - returns.min())
             if not np.isfinite(span) or span <= 0.0:
                 raise ConfigError(
                     f"IQL reward scaling needs episodes with different returns, but all {len(returns)} "
-                    f"episode(s) return {returns.max():.4g}; set paper.agent.normalize_reward=false"
+                    f"episode(s) return {returns.max():.4g}; set paper.agent.reward_scaling=none"
                 )
             self.reward_scale = self.reward_span / span
         if self.normalize_states:
@@ -228,7 +237,7 @@ class IQLAgent:
         b = batch.to_torch(self.device)
         obs, next_obs = self.normalize(b["obs"].float()), self.normalize(b["next_obs"].float())
         action = b["action"].float().clamp(-ACTION_CLIP, ACTION_CLIP)
-        reward = b["reward"].float() * self.reward_scale
+        reward = b["reward"].float() * self.reward_scale + self.reward_shift
         discount = b["discount"].float()
 
         # Eq. 5  L_V = E[L_2^tau(min(Q1', Q2')(s, a) - V(s))], Q' the target critic (critic.py `update_v`).

@@ -1,0 +1,141 @@
+"""`python run.py paper=<p> env=<e> debug=smoke` for every paper in conf/paper/ (one parameter each, from the
+directory listing): each run exits 0 within the time limit with `debug=smoke` as its only setting, and its
+run directory holds what makes that paper distinctive. A new paper fails until it has a row in CASES."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.logger import read_metrics
+from common.offline.minari_io import SPLITS
+from common.registry import config_choices
+from tests.conftest import run_cli
+
+PAPERS = config_choices("paper")
+TIME_LIMIT_S = 180  # the slowest (pixel DrM) takes ~45 s on 2 busy cores
+
+
+def rows(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    return read_metrics(run_dir / "train.jsonl"), read_metrics(run_dir / "eval.jsonl")
+
+
+def online_rows(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Train rows and the smoke's evaluations at frames 0, 200, 400 (eval_every_frames 200, 400 frames)."""
+    train, evals = rows(run_dir)
+    assert train, "no train rows"
+    assert [r["frame"] for r in evals] == [0, 200, 400]
+    return train, evals
+
+
+def check_stream(run_dir: Path) -> None:
+    train, _ = online_rows(run_dir)
+    assert all("td_error" in r for r in train)
+    assert train[-1]["updates"] == train[-1]["step"], "stream agents update once per env step"
+    assert not list((run_dir / "checkpoints").glob("*/replay")), "a stream agent stores no samples"
+
+
+def check_replay_learner(*metrics: str) -> Callable[[Path], None]:
+    def check(run_dir: Path) -> None:
+        train, _ = online_rows(run_dir)
+        learned = [r for r in train if r["updates"] > 0]
+        assert learned and all(set(metrics) <= set(r) for r in learned), metrics
+        assert list((run_dir / "checkpoints").glob("*/replay")), "the replay is checkpointed"
+
+    return check
+
+
+def check_drm(run_dir: Path) -> None:
+    check_replay_learner("critic_loss", "actor_dormant_ratio", "exploit_lambda", "value_loss")(run_dir)
+    _, evals = online_rows(run_dir)
+    for r in evals:  # the dormant ratio drives the perturbation and the exploration schedule
+        assert 0.0 <= r["dormant_ratio"] <= 1.0
+        assert {"perturbations", "awaken_step", "exploration_std"} <= set(r)
+
+
+def check_offline(*metrics: str) -> Callable[[Path], None]:
+    def check(run_dir: Path) -> None:
+        train, evals = rows(run_dir)
+        assert [r["step"] for r in evals] == [0, 100, 200]  # num_steps 200, eval_every_steps 100
+        assert all(math.isfinite(r["normalized_score"]) for r in evals)
+        assert train and all(set(metrics) <= set(r) for r in train), metrics
+
+    return check
+
+
+def check_d4rl(run_dir: Path, minari: Path) -> None:
+    for split in SPLITS:
+        assert (minari / "rlrepro" / "hopper" / f"{split}-v0" / "data" / "main_data.hdf5").exists(), split
+    summary = json.loads((run_dir / "datasets.json").read_text())
+    sizes = {s: row["transitions"] for s, row in summary["splits"].items()}
+    # debug=smoke shrinks the splits to 1000 transitions (medium-expert: both halves)
+    assert sizes["random"] == sizes["medium"] == sizes["expert"] == 1000 and sizes["medium-expert"] == 2000
+    assert 0 < sizes["medium-replay"] < 400  # the behaviour replay up to the medium snapshot
+    refs = json.loads((run_dir / "behaviour" / "references.json").read_text())
+    assert set(refs) == {"ref_min_score", "ref_max_score"}
+
+
+def check_synther(run_dir: Path) -> None:
+    out = run_dir / "synther"
+    fit = json.loads((out / "fit.json").read_text())  # the upsampler's fit ...
+    assert math.isfinite(fit["loss"]) and (out / "upsampler.pt").exists()
+    quality = json.loads((out / "quality.json").read_text())  # ... and the synthetic data's quality report
+    assert 0.0 <= quality["action_out_of_bounds"] <= 1.0 and math.isfinite(quality["mean_abs_z"])
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores and all(math.isfinite(v) for s in scores.values() for v in s.values())
+
+
+@dataclass(frozen=True)
+class Case:
+    env: str
+    check: Callable[[Path], None] | None = None  # None: the generator's own check (needs the datasets dir)
+    dataset: str | None = None  # offline papers train from the session's tiny D4RL split
+    skip: str | None = None
+
+
+OFFLINE = "medium-replay"
+CASES: dict[str, Case] = {
+    "bc": Case("hopper", check_offline("actor_loss"), OFFLINE),
+    "d4rl": Case("hopper"),
+    "drm": Case("cartpole_swingup", check_drm),
+    "drqv2": Case("cartpole_swingup", check_replay_learner("critic_loss", "actor_loss", "actor_stddev")),
+    "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
+    "sac": Case("pendulum", check_replay_learner("critic_loss", "actor_loss", "alpha", "entropy")),
+    "stream_ac": Case("pendulum", check_stream),
+    "stream_q": Case("cartpole", check_stream),
+    "stream_td": Case("pendulum", check_stream),
+    "synther": Case("hopper", check_synther, OFFLINE),
+    "td3bc": Case("hopper", check_offline("critic_loss", "actor_loss", "bc_loss", "lmbda"), OFFLINE),
+}
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_smoke_run(paper: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    case = CASES.get(paper)
+    assert case is not None, f"add paper={paper} to CASES in tests/test_smoke.py (a cheap env, what to check)"
+    if case.skip:
+        pytest.skip(case.skip)
+    run_dir, args = tmp_path / "run", [f"paper={paper}", f"env={case.env}"]
+    if case.dataset is not None:
+        minari = request.getfixturevalue("tiny_d4rl")["root"]  # made once per session, shared
+        args.append(f"dataset={case.dataset}")
+    else:
+        minari = tmp_path / "minari"  # empty: the generator writes here
+    proc = run_cli(
+        *args,
+        "debug=smoke",
+        f"hydra.run.dir={run_dir}",
+        env={"MINARI_DATASETS_PATH": str(minari)},
+        timeout=TIME_LIMIT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    if case.check is None:
+        check_d4rl(run_dir, minari)
+    else:
+        case.check(run_dir)
