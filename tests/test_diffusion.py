@@ -1,4 +1,4 @@
-"""The diffusion upsampler (common/buffers/diffusion.py, common/networks/denoiser.py) vs hand values."""
+"""The diffusion upsampler (common/buffers/diffusion/, common/networks/denoiser.py) vs hand values."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,9 @@ def _compose(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
-# Tiny upsampler settings shared by the smoke runs (sizes mean nothing; every code path runs).
-TINY = (
-    "debug=smoke",
-    "synther.preset=cpu",
-    "synther.diffusion.train_steps=40",
-    "synther.diffusion.sample_steps=4",
-    "synther.diffusion.width=32",
-    "synther.diffusion.num_blocks=1",
-)
+# Tiny upsampler settings shared by the smoke runs (sizes mean nothing; every code path runs): the smoke
+# preset, named explicitly so that these tests do not depend on what `debug=smoke` selects.
+TINY = ("debug=smoke", "synther.preset=smoke")
 ONLINE = (
     "paper=synther",
     "env=hopper",
@@ -55,16 +50,72 @@ def test_the_global_config_adds_only_the_synther_key_and_rebinds_paper() -> None
 
 
 def test_presets_and_modes_select_the_official_and_cpu_sizes() -> None:
-    online = _compose("paper=synther", "env=cheetah_run", "synther.mode=online").synther.diffusion
-    offline = _compose("paper=synther", "env=hopper").synther.diffusion
+    online_cfg = _compose("paper=synther", "env=cheetah_run", "synther.mode=online")
+    online = online_cfg.synther.diffusion
+    offline_cfg = _compose("paper=synther", "env=hopper")
+    offline = offline_cfg.synther.diffusion
     cpu = _compose("paper=synther", "env=hopper", "synther.preset=cpu").synther.diffusion
+    assert online_cfg.synther.preset == "paper"  # no debug_preset: the official sizes
     assert (online.width, online.dim_t, online.sample_steps) == (1024, 256, 128)
+    assert online_cfg.synther.online.retrain_every_frames == 10000
+    assert online_cfg.paper.train.updates_per_step == 20
     assert (offline.width, offline.dim_t, offline.batch_size) == (2048, 128, None)
+    o = offline_cfg.synther.offline
+    for learner in (o.td3bc.train, o.iql.train):  # CORL: 1M steps, 10 episodes every 5000
+        assert (learner.num_steps, learner.eval_every_steps, learner.eval_episodes) == (1_000_000, 5000, 10)
     assert cpu.width == 256 or cpu.width == 512
     assert _compose("paper=synther", "env=cheetah_run").synther.diffusion.skip_reward_norm  # DMC paper_env
     assert not offline.skip_reward_norm
     cfg = _compose("paper=synther", "env=hopper", "synther.mode=online")
     assert cfg.paper.loop == "papers.synther.online.train"
+
+
+# SynthER's IQL is CORL's (synther/corl/algorithms/iql.py) with synther/corl/yaml/iql/<env>/<dataset>_v2.yaml,
+# read by hand at conglu1997/SynthER @e6835a5: (normalize, normalize_reward, iql_deterministic, tau, beta,
+# iql_tau) per dataset; normalize_reward true is CORL's `RewardNormalizer`, the IQL plugin's `locomotion`
+# scaling. The IQL plugin (the official JAX IQL) has normalize_states false, locomotion scaling on every
+# locomotion dataset, a Gaussian policy, tau 0.005, beta 3, expectile 0.7.
+SYNTHER_IQL = {
+    ("hopper", "medium-replay"): (True, "locomotion", "deterministic", 0.001, 3.0, 0.7),
+    ("hopper", "medium"): (True, "locomotion", "deterministic", 0.001, 3.0, 0.7),
+    ("hopper", "medium-expert"): (True, "none", "gaussian", 0.005, 6.0, 0.5),
+    ("hopper", "random"): (True, "none", "gaussian", 0.005, 3.0, 0.7),
+    ("walker2d", "medium-replay"): (True, "none", "gaussian", 0.005, 3.0, 0.7),
+    ("halfcheetah", "medium"): (True, "none", "gaussian", 0.005, 3.0, 0.7),
+}
+IQL_KEYS = ("normalize_states", "reward_scaling", "policy", "tau", "temperature", "expectile")
+
+
+@pytest.mark.parametrize(("env", "dataset"), sorted(SYNTHER_IQL))
+def test_offline_learners_take_synthers_per_dataset_corl_settings(env: str, dataset: str) -> None:
+    from papers.synther.offline import learner_config
+
+    cfg = _compose("paper=synther", f"env={env}", f"dataset={dataset}")
+    iql = cfg.synther.offline.iql.agent
+    assert tuple(iql[k] for k in IQL_KEYS) == SYNTHER_IQL[(env, dataset)]
+    # what the shared offline loop reads is the same (the config itself is not modified)
+    sub = learner_config(cfg, "iql").paper.agent
+    assert tuple(sub[k] for k in IQL_KEYS) == SYNTHER_IQL[(env, dataset)]
+    plugin = _compose("paper=iql", f"env={env}", f"dataset={dataset}").paper.agent
+    for key in set(plugin) - set(IQL_KEYS) - {"max_steps"}:
+        assert iql[key] == plugin[key], key  # everything else is the IQL plugin's
+    # every td3_bc/*_v2.yaml equals the TD3+BC plugin (alpha 2.5, states normalised, no reward scaling)
+    td3bc = _compose("paper=td3bc", f"env={env}", f"dataset={dataset}").paper
+    assert cfg.synther.offline.td3bc.agent == td3bc.agent
+    assert cfg.synther.offline.td3bc.buffer == td3bc.buffer
+
+
+def test_hopper_medium_replay_iql_differs_from_the_iql_plugin_in_three_keys() -> None:
+    synther = _compose("paper=synther", "env=hopper", "dataset=medium-replay").synther.offline.iql.agent
+    plugin = _compose("paper=iql", "env=hopper", "dataset=medium-replay").paper.agent
+    differ = {k for k in plugin if k != "max_steps" and synther[k] != plugin[k]}
+    assert differ == {"normalize_states", "policy", "tau"}
+    assert (synther.normalize_states, synther.policy, synther.tau) == (True, "deterministic", 0.001)
+    assert (plugin.normalize_states, plugin.policy, plugin.tau) == (False, "gaussian", 0.005)
+    # a command-line value still wins over the per-dataset table
+    tau = "synther.offline.iql.agent.tau=0.002"
+    cfg = _compose("paper=synther", "env=hopper", "dataset=medium-replay", tau)
+    assert cfg.synther.offline.iql.agent.tau == 0.002
 
 
 def test_bad_settings_fail_in_one_line_before_the_run_directory(tmp_path: Path) -> None:
@@ -183,3 +234,54 @@ def test_offline_resume_without_saved_samples_draws_again_but_never_refits(
     proc = run_cli(f"resume={run_dir}", env=env, check=True, timeout=120)
     assert model.stat().st_mtime_ns == stamp  # the fitted model was loaded, not trained again
     assert "fitted on" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ `debug=smoke` alone
+
+
+def _smoke_selects_the_smoke_preset(*overrides: str) -> None:
+    cfg = _compose("paper=synther", *overrides, "debug=smoke")
+    assert cfg.synther.preset == "smoke", (
+        "debug=smoke must select synther.presets.smoke: conf/debug/smoke.yaml needs the top-level line "
+        "`debug_preset: smoke` (conf/paper/synther.yaml reads it as synther.preset)"
+    )
+
+
+def test_debug_smoke_alone_runs_the_online_pipeline_in_seconds(tmp_path: Path) -> None:
+    _smoke_selects_the_smoke_preset("env=cheetah_run", "synther.mode=online")
+    run_dir = tmp_path / "run"
+    start = time.perf_counter()
+    args = ("paper=synther", "env=cheetah_run", "synther.mode=online", "debug=smoke")
+    run_cli(*args, f"hydra.run.dir={run_dir}", check=True, timeout=120)
+    assert time.perf_counter() - start < 60
+    fits = [json.loads(line) for line in (run_dir / "synther.jsonl").read_text().splitlines()]
+    assert [f["step"] for f in fits] == [150, 300]  # retrained twice inside the 400 frames
+    for f in fits:  # each fit's quality report: cheetah_run's [s, a, r, s'] = 2 * 17 + 6 + 1 dims
+        assert len(f["per_dim"]["syn_mean"]) == 41 and np.isfinite(f["synther_mean_abs_z"])
+    rows = read_metrics(run_dir / "train.jsonl")
+    assert sum("synther_loss" in r for r in rows) == 2
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert np.load(latest / "replay" / "synther" / "synthetic" / "rewards.npy").shape == (400,)  # drawn
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_debug_smoke_alone_runs_the_offline_pipeline_in_seconds(
+    tiny_d4rl: dict[str, Path], tmp_path: Path
+) -> None:
+    _smoke_selects_the_smoke_preset("env=hopper", "dataset=medium-replay")
+    run_dir = tmp_path / "run"
+    env = {"MINARI_DATASETS_PATH": str(tiny_d4rl["root"])}
+    start = time.perf_counter()
+    args = ("paper=synther", "env=hopper", "dataset=medium-replay", "debug=smoke")
+    run_cli(*args, f"hydra.run.dir={run_dir}", env=env, check=True, timeout=120)
+    assert time.perf_counter() - start < 60
+    out = run_dir / "synther"
+    assert json.loads((out / "fit.json").read_text())["loss"] > 0  # fitted
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["samples"] == 300 and np.isfinite(quality["dynamics_error"])  # reported
+    with np.load(out / "synthetic.npz") as z:
+        assert z["rewards"].shape == (300,)  # drawn
+    for kind in ("real", "synthetic"):  # TD3+BC (the default learner) trained a few steps on each
+        evals = read_metrics(run_dir / f"td3bc_{kind}" / "eval.jsonl")
+        assert [r["step"] for r in evals] == [0, 20, 40]
+    assert set(json.loads((run_dir / "scores.json").read_text())["td3bc"]) == {"real", "synthetic"}

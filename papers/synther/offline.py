@@ -10,10 +10,13 @@ own sub-directory, and writes the D4RL normalised scores side by side:
   <run_dir>/<algo>_<data>/{train,eval}.jsonl, checkpoints/      each learner, as a `paper=<algo>` run
   <run_dir>/scores.json                                         {algo: {data: final normalised score}}
 
-Data kinds: `real` (the dataset), `synthetic` (samples only: the paper's setting), `both` (real + synthetic
-concatenated). As in SynthER's CORL scripts, the learners' state and reward normalisers (`prepare`) always
-come from the real dataset. A resume reloads the saved upsampler and samples (no refit), skips finished
-learners and resumes the interrupted one from its checkpoint.
+Each learner runs with `synther.offline.<algo>` as its `paper` section: its plugin's values with SynthER's own
+(CORL's, per dataset) over them, all resolved by the config (conf/paper/synther.yaml and
+conf/paper_env/synther_<env>.yaml), which this module never modifies. Data kinds: `real` (the dataset),
+`synthetic` (samples only: the paper's setting), `both` (real + synthetic concatenated). As in SynthER's CORL
+scripts, the learners' state and reward normalisers (`prepare`) always come from the real dataset. A resume
+reloads the saved upsampler and samples (no refit), skips finished learners and resumes the interrupted one
+from its checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from common.loop import build_env
 from common.offline import loop as offline_loop
 from common.offline.data import OfflineData
 from common.offline.minari_io import load_dataset
+from common.registry import loop
 from common.runtime import RunContext, write_json
 
 ALGOS = ("td3bc", "iql")
@@ -97,14 +101,6 @@ def as_offline_data(t: dict[str, np.ndarray], metadata: dict[str, Any]) -> Offli
     )
 
 
-def concat(a: OfflineData, b: OfflineData) -> OfflineData:
-    return OfflineData(
-        **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in (*KEYS, "truncations")},
-        episode_starts=np.concatenate([a.episode_starts, b.episode_starts + len(a)]),
-        metadata=a.metadata,
-    )
-
-
 def real_transitions(data: OfflineData) -> dict[str, np.ndarray]:
     return {k: getattr(data, k) for k in KEYS}
 
@@ -147,7 +143,7 @@ def upsample(cfg: DictConfig, ctx: RunContext, data: OfflineData) -> OfflineData
     write_json(out / "quality.json", report)
     if o.save_samples:
         tmp = out / "synthetic.tmp.npz"
-        np.savez(tmp, **synthetic)
+        np.savez(tmp, **synthetic)  # type: ignore[arg-type]  # numpy 2 stubs: allow_pickle could be a key
         os.replace(tmp, samples)
     print(
         f"synther: fitted on {len(data)} transitions in {fit_stats['fit_seconds']:.0f}s, "
@@ -161,7 +157,6 @@ def upsample(cfg: DictConfig, ctx: RunContext, data: OfflineData) -> OfflineData
 def train(cfg: DictConfig, ctx: RunContext) -> float:
     """`paper.loop` of `synther.mode=offline`; writes every D4RL normalised score to scores.json and returns
     the first algo's final evaluation return on synthetic data (else its first one), raw like any run's."""
-    validate(cfg)
     # `resume=` needs a checkpoints/ directory; this run's state is synther/ and each learner's checkpoints.
     (ctx.run_dir / "checkpoints").mkdir(exist_ok=True)
     env = build_env(cfg, cfg.seed)
@@ -171,9 +166,9 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         synthetic = (
             upsample(cfg, ctx, data) if {"synthetic", "both"} & set(cfg.synther.offline.train_on) else None
         )
-        sets = {"real": data, "synthetic": synthetic}
+        sets = {"real": data}  # `validate` made sure that train_on names only these
         if synthetic is not None:
-            sets["both"] = concat(data, synthetic)
+            sets.update(synthetic=synthetic, both=data.concat(synthetic))
         scores: dict[str, dict[str, float]] = {}
         returns: dict[str, dict[str, float]] = {}
         for algo in cfg.synther.offline.algos:
@@ -220,4 +215,4 @@ def _print_table(scores: dict[str, dict[str, float]]) -> None:
         print(f"{algo:<22}  " + "  ".join(f"{s.get(k, float('nan')):>10.1f}" for k in kinds))
 
 
-train.validate = validate  # type: ignore[attr-defined]  # common.launch calls it before writing the run dir
+train = loop(validate=validate)(train)  # common.launch validates once, before writing the run dir

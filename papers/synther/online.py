@@ -34,6 +34,7 @@ from common.buffers.diffusion import (
 from common.envs import Env
 from common.errors import CheckpointError, ConfigError
 from common.loop import ReplayUpdates, run_loop, validate_run
+from common.registry import loop
 from common.runtime import RunContext
 
 
@@ -127,7 +128,8 @@ class SynthERUpdates(ReplayUpdates):
             **({"synther_dynamics_error": dyn} if dyn is not None else {}),
         }
         if self.run_dir is not None:
-            row = {"step": step, "fit": self.upsampler.fits, **scalars, "fit_seconds": result.seconds}
+            row: dict[str, Any] = {"step": step, "fit": self.upsampler.fits, **scalars}
+            row["fit_seconds"] = result.seconds
             row["per_dim"] = report.get("per_dim")  # wall-clock and per-dim lists stay out of train rows
             with open(self.run_dir / "synther.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -183,4 +185,4 @@ def validate(cfg: DictConfig) -> None:
     SynthERUpdates.validate(cfg)
 
 
-train.validate = validate  # type: ignore[attr-defined]  # common.launch calls it before writing the run dir
+train = loop(validate=validate)(train)  # common.launch validates once, before writing the run dir
