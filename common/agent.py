@@ -1,9 +1,11 @@
-"""The contracts between a paper's agent and the shared run loop (`common/loop.py`):
-`Agent` learns from a replay (`train_online`), `StreamAgent` from each transition once (`train_stream`)."""
+"""The contracts between a paper's agent and the shared run loops (`common.loop`, `common.offline.loop`):
+`Agent` learns from a replay (`train_online`), `StreamAgent` from each transition once (`train_stream`),
+`OfflineAgent` from a fixed dataset (`train_offline`). All three are a `Policy`: what evaluation and
+checkpoints (`common.session`) need."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -12,35 +14,44 @@ from omegaconf import DictConfig
 from common.buffers.base import Batch
 from common.envs.base import EnvSpec
 
+if TYPE_CHECKING:
+    from common.offline.data import OfflineData
 
-class Agent(Protocol):
-    """An agent is built by ``AgentClass(cfg.paper.agent, spec, device, precision)``.
 
-    It never writes into its config; shapes come from `spec`. `state_dict()` holds only tensors,
-    numbers, strings and (nested) dicts/lists of them, so checkpoints load with ``weights_only=True``.
+class Policy(Protocol):
+    """What every loop needs of every agent: actions, and its whole state for checkpoints.
+
+    `state_dict()` holds only tensors, numbers, strings and (nested) dicts/lists of them, so checkpoints
+    load with ``weights_only=True``.
     """
 
-    def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None: ...
-
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
-        """One action in [-1, 1] for one observation; `step` counts agent steps (for schedules)."""
-        ...
-
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
-        """One gradient update; returns scalar metrics to log."""
+        """One action for one observation (eval: the deterministic/greedy one); `step` counts agent steps
+        (for schedules)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    # Optional: `diagnostics() -> dict[str, float]`, merged into every evaluation row when defined.
+    # Optional: `diagnostics() -> dict[str, float]`, merged into every online evaluation row when defined.
 
 
-class StreamAgent(Protocol):
-    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
-        """An action for `obs` (eval: the deterministic/greedy one); `step` counts agent steps."""
+class Agent(Policy, Protocol):
+    """An agent is built by ``AgentClass(cfg.paper.agent, spec, device, precision)``.
+
+    It never writes into its config; shapes come from `spec`; actions are in [-1, 1].
+    """
+
+    def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None: ...
+
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        """One gradient update; returns scalar metrics to log."""
         ...
+
+
+class StreamAgent(Policy, Protocol):
+    """Built like an `Agent`; learns from each transition once, without a replay."""
 
     def learn(
         self,
@@ -59,12 +70,7 @@ class StreamAgent(Protocol):
         forget per-episode state (eligibility traces, the reward trace, cached observations)."""
         ...
 
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors, numbers and strings only (loaded with ``weights_only=True``): weights, traces,
-        optimiser and normaliser statistics."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    # `state_dict()` also holds traces, optimiser and normaliser statistics.
 
 
 class OfflineAgent(Agent, Protocol):
@@ -76,8 +82,8 @@ class OfflineAgent(Agent, Protocol):
     `discount` is gamma * (1 - terminated).
     """
 
-    def prepare(self, data: Any) -> None:
-        """`data` is a `common.offline.data.OfflineData`."""
+    def prepare(self, data: OfflineData) -> None:
+        """See the whole dataset once (the loop may pass another set than it samples from: SynthER)."""
         ...
 
 

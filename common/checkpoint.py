@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from common.errors import CheckpointError
+from common.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from common.agent import Policy
 
 FORMAT = "rlrepro-checkpoint-v1"
 
@@ -41,14 +45,16 @@ class Checkpointer:
         self.keep = max(1, keep)
 
     def save(
-        self, frame: int, state: dict[str, Any], meta: dict[str, Any], replay: SavesToDirectory | None
+        self, frame: int, state: Mapping[str, Any], meta: Mapping[str, Any], replay: SavesToDirectory | None
     ) -> Path:
+        """Write `state` (`state.pt`), `meta` (`meta.json`) and `replay` as the checkpoint of `frame`, then
+        point `latest` at it and keep only the newest `keep`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"frame_{frame:010d}"
         tmp = self.dir / f".tmp_frame_{frame:010d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        torch.save(state, tmp / "state.pt")
+        torch.save(dict(state), tmp / "state.pt")
         if replay is not None:
             replay.save(tmp / "replay")
         (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "frame": frame, **meta}, indent=1))
@@ -78,7 +84,7 @@ class Checkpointer:
         done = sorted(p for p in self.dir.glob("frame_*") if (p / "meta.json").exists())
         return done[-1] if done else None
 
-    def load(self, path: Path, expect: dict[str, Any], replay: SavesToDirectory | None) -> dict[str, Any]:
+    def load(self, path: Path, expect: Mapping[str, Any], replay: SavesToDirectory | None) -> dict[str, Any]:
         """Load `state.pt` after checking `meta.json` matches `expect` (e.g. the paper); restore `replay`."""
         try:
             meta = json.loads((path / "meta.json").read_text())
@@ -120,13 +126,13 @@ class Part(Protocol):
     def load_state_dict(self, state: Any) -> Any: ...
 
 
-def parts_state(parts: dict[str, Part]) -> dict[str, Any]:
+def parts_state(parts: Mapping[str, Part]) -> dict[str, Any]:
     """`state_dict()` of each named network and optimizer of an agent (weights_only-loadable)."""
     return {name: part.state_dict() for name, part in parts.items()}
 
 
 def load_parts(
-    parts: dict[str, Part], state: dict[str, Any], owner: str, extra: tuple[str, ...] = ()
+    parts: Mapping[str, Part], state: Mapping[str, Any], owner: str, extra: tuple[str, ...] = ()
 ) -> None:
     """Load each named part from `state`; a one-line CheckpointError names what is missing or does not fit.
 
@@ -148,14 +154,12 @@ def load_parts(
 def resume_agent(
     checkpointer: Checkpointer,
     run_dir: Path,
-    expect: dict[str, Any],
-    agent: Any,
+    expect: Mapping[str, Any],
+    agent: Policy,
     replay: SavesToDirectory | None = None,
 ) -> dict[str, Any]:
     """Load the latest checkpoint of `run_dir` for a resume: check it against `expect`, restore `replay`,
     load the agent's weights, and return the whole state (counters, RNGs, logger positions) to the loop."""
-    from common.errors import ConfigError
-
     path = checkpointer.latest()
     if path is None:
         raise ConfigError(f"resume={run_dir}: no complete checkpoint in checkpoints/; start a new run")

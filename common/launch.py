@@ -10,17 +10,17 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import resolved_yaml
 from common.errors import CheckpointError, ConfigError
-from common.registry import import_entry
+from common.registry import Loop, import_loop
 from common.runtime import (
     EndRun,
+    OnEval,
     RunContext,
     StopFlag,
     config_hash,
@@ -31,7 +31,6 @@ from common.runtime import (
     write_json,
 )
 
-OnEval = Callable[[int, dict[str, Any], Any], None]
 CONFIG_FILE = "config.yaml"
 INFO_FILE = "run.json"
 STATUS_FILE = "status.json"
@@ -43,12 +42,15 @@ def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None, requeue
     `on_eval(frame, eval_row, agent)` is called after every logged evaluation (HPO reports through it).
     `requeue=False`: after a stop signal inside a SLURM job, return instead of requeueing the job (HPO
     workers record the interrupted trial themselves, and a later run of the study retries it).
+
+    The config is validated (`paper.loop`'s `validate`) here and only here, once per run: before the run
+    directory is written. A requeued or resumed run continues the saved config, which passed then.
     """
     text = resolved_yaml(cfg)  # unresolvable or unset values fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
-        same = config_hash(OmegaConf.load(saved)) == config_hash(cfg)  # type: ignore[arg-type]
+        same = config_hash(_config(saved.read_text())) == config_hash(cfg)
         if not same:
             raise ConfigError(
                 f"run directory {run_dir} already holds another run; choose a new hydra.run.dir"
@@ -60,24 +62,33 @@ def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None, requeue
             (run_dir / name).unlink(missing_ok=True)
         info_path = run_dir / INFO_FILE
         info = json.loads(info_path.read_text()) if info_path.exists() else new_run_info(cfg)
-        return _run(OmegaConf.create(text), run_dir, False, info, on_eval, requeue)  # type: ignore[arg-type]
-    validate = getattr(import_entry(cfg.paper.loop), "validate", None)
-    if validate is not None:
-        validate(cfg)  # impossible sizes fail before the run directory is written
+        return _run(_config(text), run_dir, False, info, on_eval, requeue)
+    validated_loop(cfg)  # impossible sizes fail before the run directory is written
     saved.write_text(text)
     info = new_run_info(cfg)
     write_json(run_dir / INFO_FILE, info)
-    frozen = OmegaConf.create(text)
-    return _run(frozen, run_dir, False, info, on_eval, requeue)  # type: ignore[arg-type]
+    return _run(_config(text), run_dir, False, info, on_eval, requeue)
+
+
+def validated_loop(cfg: DictConfig) -> Loop:
+    """`paper.loop`, after its `validate(cfg)` passed (one-line ConfigErrors otherwise)."""
+    loop = import_loop(cfg.paper.loop)
+    loop.validate(cfg)
+    return loop
+
+
+def _config(text: str) -> DictConfig:
+    """A config from its saved YAML (what the run directory's config.yaml holds)."""
+    cfg = OmegaConf.create(text)
+    assert isinstance(cfg, DictConfig)
+    return cfg
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
     path = run_dir / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"resume={run_dir}: no {CONFIG_FILE} there; pass a run directory made by run.py")
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
-    return cfg
+    return _config(path.read_text())
 
 
 def resume(
@@ -113,7 +124,7 @@ def _run(
         raise CheckpointError(f"resume={run_dir}: the run has no checkpoints/ yet; start it again instead")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    loop = import_entry(cfg.paper.loop)
+    loop = import_loop(cfg.paper.loop)  # validated when the run directory was written: not again
     status = {"state": "running", "started": time.time(), "resumed": resuming}
     write_json(run_dir / STATUS_FILE, status)
     with StopFlag() as stop:

@@ -3,8 +3,10 @@
 Order per agent step, as facebookresearch/drqv2 `train.py`: (episode end → checkpoint, reset), evaluate when
 due, act, [replay: update when due], step the env, [store the transition | stream: learn from it], and log
 the episode's row when it ends. Frames = agent steps × action_repeat; budgets and intervals in the config
-count frames, schedules count agent steps. How the agent learns is a small strategy class:
+count frames, schedules count agent steps. How the agent learns is a small strategy class (a `Learning`):
 `ReplayUpdates` (`paper.loop: common.loop.train_online`) or `StreamUpdates` (`common.loop.train_stream`).
+Resuming, evaluating, logging, checkpointing and stopping on a signal are `common.session.RunSession`'s,
+shared with the offline loop.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from common.agent import Agent, StreamAgent
 from common.buffers import NStepReplay
-from common.checkpoint import Checkpointer, resume_agent
+from common.checkpoint import SavesToDirectory
 from common.envs import Env, make_env
 from common.envs.base import Step
 from common.errors import ConfigError
-from common.logger import Averager, RunLogger
-from common.registry import import_entry
+from common.logger import Averager
+from common.registry import loop
 from common.runtime import RunContext
+from common.session import RunSession, make_agent
+from common.session import evaluate as evaluate  # re-exported: loops and plugins import it from here
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -77,6 +82,35 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
 # ------------------------------------------------------------------------------------- how agents learn
 
 
+class Learning(Protocol):
+    """How the loop feeds the agent, built as ``Strategy(cfg, agent, env)`` after the agent.
+
+    `saved` is what checkpoints hold besides `state.pt` (the replay; None: nothing). The hooks return the
+    metrics of each update they made (the loop counts them as updates)."""
+
+    saved: SavesToDirectory | None
+
+    def begin_episode(self, first: Step) -> None: ...
+
+    def before_env_step(self, step: int) -> list[dict[str, float]]: ...
+
+    def after_env_step(
+        self, step: int, obs: np.ndarray, action: np.ndarray, ts: Step
+    ) -> list[dict[str, float]]: ...
+
+    def interrupt_episode(self) -> None:
+        """A resume from a mid-episode checkpoint: the interrupted episode ends here."""
+        ...
+
+    def stored(self) -> int:
+        """Transitions held (the train rows' `buffer_size`)."""
+        ...
+
+
+# The agent comes from a dotted path (`paper.entry`): each strategy names the protocol it drives.
+LearningFactory = Callable[[DictConfig, Any, Env], Learning]
+
+
 class ReplayUpdates:
     """Store every transition in an n-step replay; `paper.train.updates_per_step` calls of
     `agent.update(batch, step)` (each on a fresh batch) every `paper.train.update_every_steps` agent steps
@@ -103,7 +137,7 @@ class ReplayUpdates:
             ]
         )
 
-    def __init__(self, cfg: DictConfig, agent: Any, env: Env) -> None:
+    def __init__(self, cfg: DictConfig, agent: Agent, env: Env) -> None:
         p = cfg.paper
         self.agent = agent
         self.replay = NStepReplay(
@@ -113,7 +147,7 @@ class ReplayUpdates:
         self.seed_steps = p.train.seed_frames // p.action_repeat
         self.every = p.train.update_every_steps
         self.repeats = p.train.updates_per_step
-        self.saved = self.replay if cfg.checkpoint.replay else None  # what checkpoints hold besides `state`
+        self.saved: SavesToDirectory | None = self.replay if cfg.checkpoint.replay else None
 
     def begin_episode(self, first: Step) -> None:
         self.replay.add_first(first.obs)
@@ -143,9 +177,9 @@ class StreamUpdates:
     def validate(cfg: DictConfig) -> None:
         pass
 
-    def __init__(self, cfg: DictConfig, agent: Any, env: Env) -> None:
+    def __init__(self, cfg: DictConfig, agent: StreamAgent, env: Env) -> None:
         self.agent = agent
-        self.saved = None
+        self.saved: SavesToDirectory | None = None
 
     def begin_episode(self, first: Step) -> None:
         pass
@@ -168,34 +202,6 @@ class StreamUpdates:
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-def evaluate(
-    agent: Any,
-    env: Env,
-    episodes: int,
-    step: int,
-    stop: Any = False,
-    on_episode: Callable[[int], None] | None = None,
-) -> dict[str, float] | None:
-    """Mean return and length of `episodes` deterministic episodes (the policy mean).
-
-    Returns None when `stop` becomes true first (a signal arrived): the evaluation is then redone on resume.
-    """
-    returns, lengths = [], []
-    for _ in range(episodes):
-        ts = env.reset()
-        while not ts.done:
-            if stop:
-                return None
-            with torch.no_grad():
-                action = agent.act(ts.obs, step, eval_mode=True)
-            ts = env.step(action)
-        returns.append(ts.episode_return)
-        lengths.append(ts.episode_length)
-        if on_episode is not None:
-            on_episode(len(returns))
-    return {"episode_return": float(np.mean(returns)), "episode_length": float(np.mean(lengths))}
-
-
 def mean_return(env: Env, policy: Callable[[np.ndarray], np.ndarray], episodes: int) -> float:
     """Average undiscounted return of `episodes` full episodes of `policy` (observation -> action)."""
     returns = []
@@ -210,16 +216,6 @@ def mean_return(env: Env, policy: Callable[[np.ndarray], np.ndarray], episodes: 
 # ------------------------------------------------------------------------------------------- the loop
 
 
-def train_online(cfg: DictConfig, ctx: RunContext) -> float:
-    """Train `cfg.paper.entry` (an `Agent`) with a replay; returns the final evaluation return."""
-    return run_loop(cfg, ctx, ReplayUpdates)
-
-
-def train_stream(cfg: DictConfig, ctx: RunContext) -> float:
-    """Train `cfg.paper.entry` (a `StreamAgent`) from each transition once; returns the final eval return."""
-    return run_loop(cfg, ctx, StreamUpdates)
-
-
 def _validator(learning: type[ReplayUpdates] | type[StreamUpdates]) -> Callable[[DictConfig], None]:
     def validate(cfg: DictConfig) -> None:
         validate_run(cfg)
@@ -228,13 +224,21 @@ def _validator(learning: type[ReplayUpdates] | type[StreamUpdates]) -> Callable[
     return validate
 
 
-# `common.launch` calls `<loop>.validate(cfg)` before it writes the run directory.
-train_online.validate = _validator(ReplayUpdates)  # type: ignore[attr-defined]
-train_stream.validate = _validator(StreamUpdates)  # type: ignore[attr-defined]
+@loop(validate=_validator(ReplayUpdates))
+def train_online(cfg: DictConfig, ctx: RunContext) -> float:
+    """Train `cfg.paper.entry` (an `Agent`) with a replay; returns the final evaluation return."""
+    return run_loop(cfg, ctx, ReplayUpdates)
 
 
-def run_loop(cfg: DictConfig, ctx: RunContext, learning: type[ReplayUpdates] | type[StreamUpdates]) -> float:
-    _validator(learning)(cfg)
+@loop(validate=_validator(StreamUpdates))
+def train_stream(cfg: DictConfig, ctx: RunContext) -> float:
+    """Train `cfg.paper.entry` (a `StreamAgent`) from each transition once; returns the final eval return."""
+    return run_loop(cfg, ctx, StreamUpdates)
+
+
+def run_loop(cfg: DictConfig, ctx: RunContext, learning: LearningFactory) -> float:
+    """The online loop with the strategy `learning`, on a config its `Loop` has validated (`common.launch`
+    does, once, before the run directory is written)."""
     env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed)  # drqv2 seeds both alike
     try:
         return _run(cfg, ctx, env, eval_env, learning)
@@ -243,11 +247,10 @@ def run_loop(cfg: DictConfig, ctx: RunContext, learning: type[ReplayUpdates] | t
         eval_env.close()
 
 
-def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Any) -> float:
+def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: LearningFactory) -> float:
     p, t = cfg.paper, cfg.paper.train
-    agent = import_entry(p.entry)(p.agent, env.spec, ctx.device, cfg.precision)
+    agent = make_agent(cfg, env.spec, ctx.device)
     learner = learning(cfg, agent, env)
-    checkpointer = Checkpointer(ctx.run_dir, cfg.checkpoint.keep)
 
     repeat = p.action_repeat
     total_steps = math.ceil(t.num_frames / repeat)
@@ -263,75 +266,45 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
         "elapsed": 0.0,
         "last_eval_return": float("nan"),
     }
-    positions = None
-    if ctx.resuming:
-        expect = {"paper": p.name, "env": cfg.env.name}
-        state = resume_agent(checkpointer, ctx.run_dir, expect, agent, learner.saved)
-        c.update(state["counters"])
-        torch.set_rng_state(state["torch_rng"])
-        env.set_rng_state(state["env_rng"])
-        eval_env.set_rng_state(state["eval_env_rng"])
-        positions = state["logger"]
-        if state["mid_episode"]:
-            learner.interrupt_episode()
-
-    logger = RunLogger(cfg, ctx.run_dir, ctx.info["wandb_id"], total_steps * repeat, c["step"] * repeat)
-    if positions is not None:
-        logger.restore(positions)
-    clock = time.perf_counter()
-
-    def save_checkpoint(mid_episode: bool) -> None:
-        state = {
-            "agent": agent.state_dict(),
-            "counters": {**c, "elapsed": c["elapsed"] + time.perf_counter() - clock},
-            "torch_rng": torch.get_rng_state(),
-            "env_rng": env.get_rng_state(),
-            "eval_env_rng": eval_env.get_rng_state(),
-            "logger": logger.positions(),
-            "mid_episode": mid_episode,
-        }
-        meta = {"paper": p.name, "env": cfg.env.name, "config_hash": ctx.info.get("config_hash")}
-        checkpointer.save(c["step"] * repeat, state, meta, learner.saved)
+    run = RunSession(
+        cfg,
+        ctx,
+        agent,
+        c,
+        total_steps=total_steps,
+        frames_per_step=repeat,
+        expect={"paper": p.name, "env": cfg.env.name},
+        rngs={"env_rng": env, "eval_env_rng": eval_env},
+        saved=learner.saved,
+    )
+    if run.resumed is not None and run.resumed["mid_episode"]:
+        learner.interrupt_episode()
 
     def evaluate_and_log(step: int) -> bool:
         """Evaluate and log a row; False if a signal cut it (eval env RNG rewound: it repeats on resume)."""
-        rng = eval_env.get_rng_state()
-        episodes = t.eval_episodes
-        logger.status(f"evaluating 0/{episodes}")
-        result = evaluate(
-            agent, eval_env, episodes, step, ctx.stop, lambda i: logger.status(f"evaluating {i}/{episodes}")
-        )
-        logger.status(None)
+        result = run.evaluate(eval_env, step, t.eval_episodes)
         if result is None:
-            eval_env.set_rng_state(rng)
             return False
         if hasattr(agent, "diagnostics"):  # optional agent state shown next to returns (e.g. dormant ratio)
             result.update(agent.diagnostics())
         c["last_eval_step"], c["last_eval_return"] = step, result["episode_return"]
-        elapsed = c["elapsed"] + time.perf_counter() - clock
-        row = {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": elapsed}
-        logger.log("eval", row)
-        if ctx.on_eval is not None:
-            try:
-                ctx.on_eval(step * repeat, row, agent)
-            except BaseException:  # e.g. an HPO trial pruned here: close the bar and the W&B run first
-                logger.close()
-                raise
+        row = {"frame": step * repeat, "step": step, "episode": c["episode"], **result, "time": run.elapsed()}
+        run.log_eval(step, row)
         return True
 
     def stop_here(mid_episode: bool) -> float:
-        save_checkpoint(mid_episode)
-        logger.close()
+        run.save(mid_episode=mid_episode)
+        run.close()
         return float(c["last_eval_return"])
 
     metrics, ts = Averager(), None
-    episode_clock = clock
+    episode_clock = run.clock
     while c["step"] < total_steps:
         step = c["step"]
         if ts is None or ts.done:
             if ts is not None and step >= c["next_ckpt_step"]:  # an episode just ended
                 c["next_ckpt_step"] = (step // ckpt_every + 1) * ckpt_every
-                save_checkpoint(mid_episode=False)
+                run.save(mid_episode=False)
             ts = env.reset()
             learner.begin_episode(ts)
             episode_clock = time.perf_counter()
@@ -348,14 +321,12 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
         for m in updates:
             metrics.add(m)
         c["updates"] += len(updates)
-        c["step"] += 1
-        logger.bar.update(repeat)
+        run.advance()
 
         if ts.done:
             c["episode"] += 1
             now = time.perf_counter()
-            logger.log(
-                "train",
+            run.log_train(
                 {
                     "frame": c["step"] * repeat,
                     "step": c["step"],
@@ -365,16 +336,16 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: An
                     "buffer_size": learner.stored(),
                     "updates": c["updates"],
                     **metrics.pop(),
-                    "time": c["elapsed"] + now - clock,
+                    "time": run.elapsed(now),
                     "fps": ts.episode_length * repeat / max(1e-9, now - episode_clock),
                 },
             )
-        if ctx.stop:
+        if run.stopped:
             return stop_here(mid_episode=not ts.done)
 
     if c["last_eval_step"] != c["step"]:
         evaluate_and_log(c["step"])
-    save_checkpoint(mid_episode=False)
+    run.save(mid_episode=False)
     score = float(c["last_eval_return"])
-    logger.close({"final_eval_return": score})
+    run.close({"final_eval_return": score})
     return score

@@ -1,15 +1,22 @@
 """Papers register themselves by configuration: `conf/paper/<name>.yaml` plus the package `papers/<name>/`.
 
-Nothing here lists papers; entry points are dotted paths imported only when chosen.
+Nothing here lists papers; entry points are dotted paths imported only when chosen: `paper.entry` names the
+agent class, `paper.loop` a `Loop`.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from common.runtime import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -38,3 +45,46 @@ def config_choices(group: str) -> list[str]:
 def paper_packages() -> list[str]:
     """Packages under `papers/` (directories with an `__init__.py`)."""
     return sorted(p.parent.name for p in (ROOT / "papers").glob("*/__init__.py"))
+
+
+class Loop(Protocol):
+    """A paper's run loop, named by `paper.loop`.
+
+    ``loop(cfg, ctx)`` trains and returns the final evaluation return (NaN when none finished);
+    ``loop.validate(cfg)`` raises a one-line `ConfigError` for settings that cannot run. `common.launch` calls
+    `validate` once per run, before it writes the run directory; the loop itself does not validate again,
+    and a resume runs the saved (already validated) config. Write one with the `loop` decorator.
+    """
+
+    def __call__(self, cfg: DictConfig, ctx: RunContext) -> float: ...
+
+    def validate(self, cfg: DictConfig) -> None: ...
+
+
+def loop(
+    validate: Callable[[DictConfig], None],
+) -> Callable[[Callable[[DictConfig, RunContext], float]], Loop]:
+    """Make a function ``run(cfg, ctx) -> float`` a `Loop` whose checks are `validate`::
+
+        @loop(validate=validate)
+        def train(cfg: DictConfig, ctx: RunContext) -> float: ...
+
+    The function itself is returned (importable and picklable by name), with `validate` as an attribute.
+    """
+
+    def mark(run: Callable[[DictConfig, RunContext], float]) -> Loop:
+        run.__dict__["validate"] = validate
+        return cast(Loop, run)
+
+    return mark
+
+
+def import_loop(dotted: str) -> Loop:
+    """Import `paper.loop`; a one-line ConfigError when it is not a `Loop`."""
+    run = import_entry(dotted)
+    if not callable(run) or not callable(getattr(run, "validate", None)):
+        raise ConfigError(
+            f"paper.loop {dotted!r} is not a run loop: it must be callable as loop(cfg, ctx) and have "
+            f"loop.validate(cfg) (decorate it with @common.registry.loop(validate=...))"
+        )
+    return cast(Loop, run)

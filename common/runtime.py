@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from common.registry import ROOT
+
+if TYPE_CHECKING:
+    from common.agent import Policy
+
+# Called after every logged evaluation with (frame, eval row, agent): HPO reports intermediate scores through
+# it (and may raise to prune), dataset generators snapshot policies.
+OnEval = Callable[[int, dict[str, Any], "Policy"], None]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -142,9 +149,7 @@ class RunContext:
     resuming: bool
     stop: StopFlag
     info: dict[str, Any] = field(default_factory=dict)
-    # Called after every logged evaluation with (frame, eval row, agent): HPO reports intermediate scores
-    # through it (and may raise to prune), dataset generators snapshot policies. None = nothing to call.
-    on_eval: Callable[[int, dict[str, Any], Any], None] | None = None
+    on_eval: OnEval | None = None  # None: nothing to call
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

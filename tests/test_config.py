@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -21,19 +22,49 @@ def _compose(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def _paper_folders() -> list[str]:
+    """Every folder under papers/ that holds more than Python's caches."""
+    folders = [d for d in (ROOT / "papers").iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
+    return sorted(d.name for d in folders if any(f.name != "__pycache__" for f in d.iterdir()))
+
+
+def _composed_papers(paper: str) -> set[str]:
+    """The other papers whose config conf/paper/<paper>.yaml composes in its defaults (`sac`, `sac@paper`)."""
+    raw = yaml.safe_load((CONF_DIR / "paper" / f"{paper}.yaml").read_text()) or {}
+    names = {d.split("@")[0].strip() for d in raw.get("defaults", []) if isinstance(d, str)}
+    return (names & set(PAPERS)) - {paper}
+
+
 def test_every_paper_has_a_package_and_every_package_a_config():
     assert set(PAPERS) == set(paper_packages()), (
         f"conf/paper/*.yaml {sorted(PAPERS)} and papers/*/ {sorted(paper_packages())} must match"
     )
+    # every folder is a registered paper: code that several papers share belongs in common/
+    extra = sorted(set(_paper_folders()) - set(PAPERS))
+    assert not extra, f"papers/{extra} have no conf/paper/<name>.yaml; shared code goes to common/"
+    for paper in PAPERS:
+        assert (ROOT / "papers" / paper / "README.md").exists(), paper
 
 
 @pytest.mark.parametrize("paper", PAPERS)
 def test_paper_entry_points_import(paper):
+    # `paper.entry` and `paper.loop` name the paper's own code or the shared core; an entry may name another
+    # paper's agent only when this paper's config composes that paper's config (d4rl and synther run SAC)
     cfg = _compose(f"paper={paper}", "env=cheetah_run")
     assert cfg.paper.name == paper
-    assert callable(import_entry(cfg.paper.entry))
-    assert callable(import_entry(cfg.paper.loop))
-    assert (ROOT / "papers" / paper / "README.md").exists()
+    own = (f"papers.{paper}.", "common.")
+    composed = tuple(f"papers.{other}." for other in sorted(_composed_papers(paper)))
+    assert "loop" in cfg.paper, f"conf/paper/{paper}.yaml names no loop"
+    for key, allowed in (("entry", own + composed), ("loop", own)):
+        if key not in cfg.paper:
+            continue  # a paper without a learner of its own (none today) needs only a loop
+        dotted = cfg.paper[key]
+        target = import_entry(dotted)
+        assert callable(target), dotted
+        assert dotted.startswith(allowed), f"paper.{key}={dotted} of {paper} is outside {allowed}"
+        assert f"{target.__module__}.".startswith(allowed), (
+            f"paper.{key}={dotted} is defined in {target.__module__}, outside {allowed}"
+        )
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -53,15 +84,52 @@ def test_paper_env_specialisation_is_applied():
     assert humanoid.paper.agent.lr == pytest.approx(8e-5) and humanoid.paper.agent.feature_dim == 100
 
 
-def test_difficulty_selects_budget_and_schedule():
-    # drqv2 cfgs/task: walker_walk easy, cheetah_run medium, humanoid_run hard
-    for env, frames, schedule in [
-        ("walker_walk", 1100000, "linear(1.0,0.1,100000)"),
-        ("cheetah_run", 3100000, "linear(1.0,0.1,500000)"),
-        ("humanoid_run", 30100000, "linear(1.0,0.1,2000000)"),
-    ]:
-        cfg = _compose("paper=drqv2", f"env={env}")
-        assert (cfg.paper.train.num_frames, cfg.paper.agent.stddev_schedule) == (frames, schedule), env
+EASY, MEDIUM, HARD = (
+    (1100000, "linear(1.0,0.1,100000)"),  # DrQ-v2 cfgs/task/easy.yaml
+    (3100000, "linear(1.0,0.1,500000)"),  # medium.yaml (DrM's is the same)
+    (30100000, "linear(1.0,0.1,2000000)"),  # hard.yaml (DrM's is the same)
+)
+DRM_EASY = (210000, "linear(1.0,0.1,40000)")  # DrM cfgs/task/easy.yaml
+
+
+@pytest.mark.parametrize(
+    ("paper", "overrides", "group", "budget"),
+    [
+        # the values these compositions had when `difficulty` was a key of the env files
+        ("drqv2", ["env=walker_walk"], "easy", EASY),
+        ("drqv2", ["env=cartpole_swingup"], "easy", EASY),
+        ("drqv2", ["env=pendulum"], "easy", EASY),
+        ("drqv2", ["env=cheetah_run"], "medium", MEDIUM),
+        ("drqv2", ["env=hopper"], "medium", MEDIUM),
+        ("drqv2", ["env=humanoid_run"], "hard", HARD),
+        ("drqv2", ["env=dog", "env.task=trot"], "hard", HARD),
+        ("drqv2", ["env=manipulator"], "hard", HARD),
+        ("drm", ["env=walker_walk"], "easy", DRM_EASY),
+        ("drm", ["env=cartpole_swingup"], "easy", DRM_EASY),
+        ("drm", ["env=inverted_pendulum"], "easy", DRM_EASY),
+        ("drm", ["env=cheetah_run"], "medium", MEDIUM),
+        ("drm", ["env=quadruped_run"], "medium", MEDIUM),
+        ("drm", ["env=dog"], "hard", HARD),
+        ("drm", ["env=manipulator", "env.task=insert_peg"], "hard", HARD),
+        ("drm", ["env=humanoid_run"], "hard", HARD),
+    ],
+)
+def test_paper_task_group_selects_budget_and_schedule(paper, overrides, group, budget):
+    cfg = OmegaConf.to_container(_compose(f"paper={paper}", *overrides), resolve=True, throw_on_missing=False)
+    assert cfg["paper"]["difficulty"] == group
+    assert (cfg["paper"]["train"]["num_frames"], cfg["paper"]["agent"]["stddev_schedule"]) == budget
+    assert "difficulty" not in cfg["env"]
+
+
+def test_task_group_can_be_overridden():
+    cfg = _compose("paper=drqv2", "env=cheetah_run", "paper.difficulty=hard")
+    assert (cfg.paper.train.num_frames, cfg.paper.agent.stddev_schedule) == HARD
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_files_hold_no_paper_grouping(env):
+    # DrQ-v2's easy/medium/hard grouping belongs to the papers that use it (conf/paper/{drqv2,drm}.yaml)
+    assert "difficulty" not in yaml.safe_load((CONF_DIR / "env" / f"{env}.yaml").read_text())
 
 
 def test_dog_task_is_selectable():

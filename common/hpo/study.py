@@ -126,7 +126,7 @@ def launcher_params(spec: StudySpec) -> dict[str, Any]:
 def check_spec(spec: StudySpec) -> None:
     """Every one-line error a study can raise before anything runs or is submitted."""
     from common.config import resolved_yaml
-    from common.registry import import_entry
+    from common.registry import import_loop
 
     if spec.direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction={spec.direction!r}: use maximize or minimize")
@@ -147,9 +147,7 @@ def check_spec(spec: StudySpec) -> None:
     space = spec.space
     base = compose_run(spec.run_overrides(spec.tuning_seeds[0]))
     resolved_yaml(base)
-    validate = getattr(import_entry(base.paper.loop), "validate", None)
-    if validate is not None:
-        validate(base)
+    import_loop(base.paper.loop).validate(base)
     _check_paths(space, base, spec)
     if spec.launcher == "slurm":
         from common.hpo.slurm import check_launcher
@@ -231,7 +229,7 @@ def make_storage(spec: StudySpec, study_dir: Path) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path = str(study_dir / JOURNAL_FILE)
-    # open-lock: works on NFS, where the default symlink lock may not (shared/reference/hpo-and-slurm.md §4)
+    # an O_EXCL lock file (Optuna: NFSv3 or later) instead of the default symlink lock: docs/hpo-and-slurm.md
     return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 

@@ -36,6 +36,31 @@ class OfflineData:
         """The undiscounted return of every episode, shape (E,)."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
 
+    def concat(self, other: OfflineData) -> OfflineData:
+        """The rows of `self`, then those of `other`, as one dataset (e.g. D4RL medium-expert, or SynthER's
+        real + synthetic data); neither input changes.
+
+        Episodes never run across the seam: `other`'s first row starts an episode, so `self`'s last row
+        ends one. When that row is not terminal it is marked truncated (a time-limit end: the sampler
+        still bootstraps from it, and `episode_starts` agrees with the termination/truncation flags, as
+        `common.offline.minari_io.write_dataset` requires). A terminal row stays terminal only.
+        `metadata` is a copy of `self`'s.
+        """
+        n = len(self)
+        truncations = self.truncations.copy()
+        if n and len(other):
+            truncations[-1] |= not self.terminations[-1]
+        return OfflineData(
+            observations=np.concatenate([self.observations, other.observations]),
+            actions=np.concatenate([self.actions, other.actions]),
+            rewards=np.concatenate([self.rewards, other.rewards]),
+            next_observations=np.concatenate([self.next_observations, other.next_observations]),
+            terminations=np.concatenate([self.terminations, other.terminations]),
+            truncations=np.concatenate([truncations, other.truncations]),
+            episode_starts=np.concatenate([self.episode_starts, other.episode_starts + n]).astype(np.int64),
+            metadata=dict(self.metadata),
+        )
+
 
 class OfflineSampler:
     """Uniform minibatches of one-step transitions: ``discount = gamma * (1 - terminated)``."""

@@ -62,9 +62,7 @@ def build(
     return wr.Report(project=project, title="rlrepro report", description=description, blocks=blocks, **who)
 
 
-def runset_filter(
-    paper: str, env: str, budget: int | None, tag: str = "", dataset: str | None = None
-) -> str:
+def runset_filter(paper: str, env: str, budget: int | None, tag: str = "", dataset: str | None = None) -> str:
     """W&B filter of one run set: one paper (and tag) on one env (and dataset) at one frame budget, smoke
     runs excluded (debug=smoke sets env.fast_render, which real runs leave false)."""
     parts = [f"Config('paper.name') == '{paper}'", f"Config('env.name') == '{env}'"]

@@ -19,6 +19,7 @@ from common.loop import build_env
 from common.offline import loop as offline_loop
 from common.offline.data import OfflineData
 from common.offline.minari_io import load_dataset
+from common.registry import loop
 from common.runtime import RunContext
 
 
@@ -64,10 +65,10 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+@loop(validate=validate)
 def train(cfg: DictConfig, ctx: RunContext) -> float:
     """Select the top-`frac` trajectories, then train `cfg.paper.entry` on them with the shared offline loop;
     returns the final evaluation return."""
-    validate(cfg)
     b = cfg.paper.buffer
     env = build_env(cfg, cfg.seed)
     try:
@@ -81,6 +82,3 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         return offline_loop.run_learner(cfg, ctx, env, kept)
     finally:
         env.close()
-
-
-train.validate = validate  # type: ignore[attr-defined]  # common.launch calls it before writing the run dir
