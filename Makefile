@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke test test-slow lint format typecheck bench report compare sweep hpo clean
+.PHONY: help install run smoke test test-slow lint format typecheck bench report results compare sweep hpo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 
 report: install ## a report from run dirs: make report RUNS="runs/sac runs/stream_ac" [OUT=report] [COMPARE=dir]
 	$(PY) -m common.report $(RUNS) --out $(or $(OUT),report) $(if $(COMPARE),--compare $(COMPARE))
+
+results: install ## results pages: make results [PAGE=results/stream_x] (its report + verdicts), then the index
+	$(if $(PAGE),$(PY) -m common.report.claims $(PAGE) &&) $(PY) -m common.report.index
 
 compare: install ## AdaStop comparison: make compare CMP="paper=sac,stream_ac env=cartpole_swingup --n 5 --K 5"
 	OMP_NUM_THREADS=1 $(PY) -m common.evaluation.compare $(or $(CMP),paper=sac,stream_ac env=cartpole_swingup debug=smoke --n 3 --K 3)

@@ -7,6 +7,7 @@ Reads run directories only; no network unless `--wandb` saves a W&B report while
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,20 @@ from common.evaluation.compare import load_decisions
 from common.evaluation.runs import load_runs
 
 OUTPUTS = ("index.html", "report.md", "results.json", "figures", "wandb_report.json")
+# An absolute prefix in front of one of the project's top-level folders (or its venv): dropped by `portable`.
+_ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:[^\s\"'/]+/)+?(?=(?:runs|results|\.venv|conf|papers|common|bench)/)")
+
+
+def portable(value: Any) -> Any:
+    """Every string of a results dict with absolute paths made relative to the project
+    (`/home/u/rlrepro/runs/x` becomes `runs/x`), so a committed report names no folder of the machine."""
+    if isinstance(value, str):
+        return _ABSOLUTE.sub("", value)
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    return value
 
 
 def _check_out(out: Path) -> None:
@@ -39,8 +54,12 @@ def build_report(
     curve_reps: int = 2_000,
     seed: int = 0,
     generated: str | None = None,
+    relative: bool = False,
 ) -> dict[str, Any]:
-    """Read the runs, compute the results, draw the figures and write the report into `out`."""
+    """Read the runs, compute the results, draw the figures and write the report into `out`.
+
+    `relative`: absolute paths in the report become project-relative (`portable`), for committed reports.
+    """
     from common.report.figures import draw_all
     from common.report.render import blocks, html_page, markdown
     from common.report.results import build_results
@@ -53,6 +72,8 @@ def build_report(
     results = build_results(
         runs, reps=reps, curve_reps=curve_reps, seed=seed, adastop=adastop, generated=generated
     )
+    if relative:
+        results = portable(results)
     out.mkdir(parents=True, exist_ok=True)
     figures = draw_all(results, out)
     bs = blocks(results, figures)

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     parser.add_argument(
+        "--relative", action="store_true", help="project-relative paths only (for reports you commit)"
+    )
+    parser.add_argument(
         "--wandb", action="store_true", help="also build a W&B report (saved only when online)"
     )
     parser.add_argument("--entity", default=None, help="W&B entity (default: the logged-in user's)")
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             reps=args.reps,
             curve_reps=args.curve_reps,
             seed=args.seed,
+            relative=args.relative,
         )
         print(f"report: {args.out / 'index.html'}, {args.out / 'report.md'}, {args.out / 'results.json'}")
         if args.wandb:

@@ -1,0 +1,406 @@
+"""Claims checked against evidence: the verdicts of a results page (holds / fails / inconclusive, with CIs).
+
+A results page is a folder `results/<page>/` with a `page.yaml` (what the paper claims, the budget, the
+commands that made the runs, the arms and the claims) and, once made, `claims.json` (every claim's evidence
+and verdict), `README.md` (the page) and `report/` (the full `python -m common.report` output).
+
+    python -m common.report.claims results/<page>            # read the runs, write claims.json + README.md
+    python -m common.report.claims results/<page> --check    # recompute verdicts from claims.json only
+
+Every verdict is a pure function of the evidence stored in `claims.json` (samples, counts), so a page can be
+re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in page.yaml):
+
+* `greater`: mean(a) − mean(b) > margin. 95% percentile-bootstrap CI of the difference (a and b resampled
+  independently): holds when the CI lies above the margin, fails when it lies at or below it (a zero-width
+  CI at the margin, e.g. identical scores, shows no gain), else inconclusive.
+* `equivalent`: |mean(a) − mean(b)| < margin (two one-sided tests in interval form): holds when the CI lies
+  inside (−margin, margin), fails when it lies wholly outside, else inconclusive.
+* `rate_at_most`: a rate k/n ≤ alpha (e.g. a family-wise error): exact Clopper-Pearson 95% interval; holds
+  when its upper bound ≤ alpha, fails when its lower bound > alpha, else inconclusive.
+* `mean_below`: mean(a) < threshold (e.g. interims used before stopping): bootstrap CI of the mean; holds
+  when its upper bound < threshold, fails when its lower bound ≥ threshold, else inconclusive.
+
+An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
+directories, or a value read from a JSON file of the page (`file`, `key`: a dotted path to a number or a
+list of numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy import stats as sps
+
+from common.errors import ConfigError, RlreproError
+
+CONFIDENCE = 0.95
+REPS = 20_000
+KINDS = ("greater", "equivalent", "rate_at_most", "mean_below")
+VERDICTS = ("holds", "fails", "inconclusive")
+PAGE_FILE = "page.yaml"
+CLAIMS_FILE = "claims.json"
+
+
+# ------------------------------------------------------------------------------------------ intervals
+def mean_diff_ci(
+    a: Sequence[float], b: Sequence[float], reps: int = REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(a) − mean(b) and its percentile-bootstrap CI, resampling a and b independently.
+
+    A one-element sample contributes no spread (it is resampled to itself), so the interval then reflects
+    the other sample only; two one-element samples give a zero-width interval.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or y.size == 0:
+        raise ConfigError("a claim's arm has no values; check the page's runs and selectors")
+    rng = np.random.default_rng(seed)
+    mx = x[rng.integers(0, x.size, (reps, x.size))].mean(axis=1)
+    my = y[rng.integers(0, y.size, (reps, y.size))].mean(axis=1)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = np.percentile(mx - my, [tail, 100 - tail])
+    return float(x.mean() - y.mean()), float(lo), float(hi)
+
+
+def mean_ci(a: Sequence[float], reps: int = REPS, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) and its percentile-bootstrap CI."""
+    return mean_diff_ci(a, [0.0], reps, seed)
+
+
+def rate_ci(k: int, n: int) -> tuple[float, float, float]:
+    """k/n and its exact (Clopper-Pearson) interval."""
+    if n < 1 or not 0 <= k <= n:
+        raise ConfigError(f"a rate needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
+    return k / n, float(ci.low), float(ci.high)
+
+
+# -------------------------------------------------------------------------------------------- verdicts
+def verdict(kind: str, evidence: dict[str, Any], params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The verdict of one claim from its evidence: point, CI and the rule that decided."""
+    margin = float(params.get("margin", 0.0))
+    if kind == "greater":
+        point, lo, hi = mean_diff_ci(evidence["a"], evidence["b"], seed=seed)
+        v = "holds" if lo > margin else "fails" if hi <= margin else "inconclusive"
+        rule = f"95% CI of mean(a) − mean(b) vs {margin:g}: wholly above → holds, at or below → fails"
+    elif kind == "equivalent":
+        if margin <= 0:
+            raise ConfigError("an `equivalent` claim needs a positive margin")
+        point, lo, hi = mean_diff_ci(evidence["a"], evidence["b"], seed=seed)
+        v = (
+            "holds"
+            if -margin < lo and hi < margin
+            else "fails"
+            if lo > margin or hi < -margin
+            else ("inconclusive")
+        )
+        rule = f"95% CI of mean(a) − mean(b) inside ±{margin:g} → holds, wholly outside → fails"
+    elif kind == "rate_at_most":
+        alpha = float(params["alpha"])
+        point, lo, hi = rate_ci(int(evidence["k"]), int(evidence["n"]))
+        v = "holds" if hi <= alpha else "fails" if lo > alpha else "inconclusive"
+        rule = f"Clopper-Pearson 95% CI of k/n vs {alpha:g}: upper ≤ → holds, lower > → fails"
+    elif kind == "mean_below":
+        threshold = float(params["threshold"])
+        point, lo, hi = mean_ci(evidence["a"], seed=seed)
+        v = "holds" if hi < threshold else "fails" if lo >= threshold else "inconclusive"
+        rule = f"95% CI of mean(a) vs {threshold:g}: upper < → holds, lower ≥ → fails"
+    else:
+        raise ConfigError(f"unknown claim kind {kind!r}; choose from {', '.join(KINDS)}")
+    return {"verdict": v, "point": point, "lower": lo, "upper": hi, "rule": rule}
+
+
+# ---------------------------------------------------------------------------------------- evidence
+def _dotted(data: Any, key: str, where: str) -> Any:
+    for part in key.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            raise ConfigError(f"{where} has no key {key!r}; check the claim's `key`")
+    return data
+
+
+def _numbers(value: Any, where: str) -> list[float]:
+    """A number, a list of numbers, or a mapping's values (e.g. per-seed scores keyed by seed)."""
+    values = (
+        list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    )
+    if not values or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
+        raise ConfigError(f"{where} must be a finite number or a list of them, got {value!r}")
+    return [float(v) for v in values]
+
+
+def _run_metric(run: Any, metric: str, failed: str = "exclude") -> float | None:
+    """A run's value: `final` (status score), `normalized` (by its bounds, ×100 as D4RL), or
+    `json:<file>:<dotted key>` read from the run directory. `failed="last_eval"` scores a run that stopped
+    with an error (e.g. diverged) at its last evaluation instead of dropping it: dropping the runs a method
+    breaks would flatter it."""
+    if metric == "final":
+        if failed == "last_eval" and run.state == "failed":
+            return run.final
+        return run.final if run.complete else None
+    if metric == "normalized":
+        if not run.complete or run.bounds is None:
+            return None
+        return float(100 * run.bounds.normalize(run.final))
+    if metric.startswith("json:"):
+        _, name, key = metric.split(":", 2)
+        path = run.path / name
+        if not run.complete or not path.exists():
+            return None
+        return float(_dotted(json.loads(path.read_text()), key, str(path)))
+    raise ConfigError(f"unknown metric {metric!r}: final, normalized or json:<file>:<key>")
+
+
+def _dataset(run: Any) -> str | None:
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+    ds = cfg.get("dataset")
+    return ds if isinstance(ds, str) or ds is None else ds.get("split")
+
+
+def select(runs: Sequence[Any], arm: dict[str, Any]) -> tuple[list[float], list[dict[str, Any]]]:
+    """Values of the complete runs an arm selects, with each run's identity (seed, path)."""
+    keys = ("paper", "env", "tag", "dataset")
+    unknown = sorted(set(arm) - {*keys, "metric", "failed"})
+    if unknown:
+        raise ConfigError(
+            f"unknown arm key(s) {unknown}; an arm selects by {', '.join(keys)} (+ metric, failed)"
+        )
+    failed = str(arm.get("failed", "exclude"))
+    if failed not in ("exclude", "last_eval"):
+        raise ConfigError(f"an arm's `failed` is exclude or last_eval, got {failed!r}")
+    values, ids = [], []
+    for r in sorted(runs, key=lambda r: (r.seed, str(r.path))):
+        if "paper" in arm and r.paper != arm["paper"]:
+            continue
+        if "env" in arm and r.env != arm["env"]:
+            continue
+        if r.tag != str(arm.get("tag", "")):
+            continue
+        if "dataset" in arm and _dataset(r) != arm["dataset"]:
+            continue
+        value = _run_metric(r, str(arm.get("metric", "final")), failed)
+        if value is not None:
+            values.append(value)
+            ids.append({"seed": r.seed, "run": r.path.name, "state": r.state})
+    return values, ids
+
+
+def gather(page: Path, spec: dict[str, Any], runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every claim of page.yaml with its evidence and verdict."""
+    arms = spec.get("arms") or {}
+    out = []
+    for i, claim in enumerate(spec.get("claims") or []):
+        kind = claim.get("kind")
+        where = f"{page / PAGE_FILE} claim {claim.get('id', i)}"
+        evidence: dict[str, Any] = {}
+        sources: dict[str, Any] = {}
+        for role in ("a", "b", "k", "n"):
+            if role not in claim:
+                continue
+            ref = claim[role]
+            if isinstance(ref, str):
+                if ref not in arms:
+                    raise ConfigError(f"{where}: unknown arm {ref!r}; define it under `arms:`")
+                values, ids = select(runs, arms[ref])
+                if not values:
+                    raise ConfigError(
+                        f"{where}: arm {ref!r} selects no finished run; run the page's commands"
+                    )
+                evidence[role], sources[role] = values, {"arm": ref, **arms[ref], "runs": ids}
+            elif isinstance(ref, dict) and "file" in ref:
+                path = page / ref["file"]
+                if not path.exists():
+                    raise ConfigError(f"{where}: {path} is missing; run the page's commands")
+                value = _dotted(json.loads(path.read_text()), str(ref["key"]), str(path))
+                nums = _numbers(value, f"{path}:{ref['key']}")
+                evidence[role] = nums[0] if role in ("k", "n") else nums
+                sources[role] = dict(ref)
+            else:
+                raise ConfigError(f"{where}: `{role}` must name an arm or give file + key")
+        params = {k: claim[k] for k in ("margin", "alpha", "threshold") if k in claim}
+        out.append(
+            {
+                "id": str(claim.get("id", i)),
+                "text": str(claim.get("text", "")),
+                "kind": kind,
+                "params": params,
+                "evidence": evidence,
+                "sources": sources,
+                **verdict(str(kind), evidence, params),
+            }
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------------------- pages
+def load_page(page: Path) -> dict[str, Any]:
+    path = page / PAGE_FILE
+    if not path.exists():
+        raise ConfigError(
+            f"{page} has no {PAGE_FILE}; a results page starts from one (see results/README.md)"
+        )
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict) or "title" not in spec:
+        raise ConfigError(f"{path} must be a mapping with at least `title`")
+    return spec
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3g}" if abs(x) < 1 else f"{x:,.1f}"
+
+
+def _arm_summary(evidence: dict[str, Any], role: str) -> str:
+    v = evidence.get(role)
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return f"{_fmt(float(np.mean(v)))} (n={len(v)})"
+    return _fmt(float(v))
+
+
+def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
+    """The page's Markdown from page.yaml and claims.json."""
+    lines = [f"# {spec['title']}", ""]
+    if spec.get("citation"):
+        lines += [str(spec["citation"]).strip(), ""]
+    if spec.get("summary"):
+        lines += [str(spec["summary"]).strip(), ""]
+    lines += [
+        "## Verdicts",
+        "",
+        "| claim | verdict | a | b | estimate [95% CI] | rule |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in data["claims"]:
+        ev = c["evidence"]
+        a = _arm_summary(ev, "a") or (f"k={ev['k']:g}" if "k" in ev else "")
+        b = _arm_summary(ev, "b") or (f"n={ev['n']:g}" if "n" in ev else "")
+        est = f"{_fmt(c['point'])} [{_fmt(c['lower'])}, {_fmt(c['upper'])}]"
+        lines.append(f"| {c['text']} | **{c['verdict']}** | {a} | {b} | {est} | {c['rule']} |")
+    if not data["claims"]:
+        lines.append("| no claim checked at this budget (see above) | — | | | | |")
+    lines += [""]
+    for c in data["claims"]:
+        parts = []
+        for role in ("a", "b"):
+            v = c["evidence"].get(role)
+            if isinstance(v, list) and len(v) <= 12:
+                parts.append(f"{role} = [{', '.join(_fmt(float(x)) for x in v)}]")
+            elif isinstance(v, list):
+                parts.append(f"{role}: {len(v)} values")
+        if parts:
+            lines.append(f"- `{c['id']}`: " + "; ".join(parts))
+    if any(c["evidence"].get("a") is not None for c in data["claims"]):
+        lines.append("")
+    for key, head in (("budget", "Budget"), ("machine", "Machine"), ("notes", "Notes")):
+        if spec.get(key):
+            lines += [f"## {head}", "", str(spec[key]).strip(), ""]
+    if data.get("machine"):
+        lines += [f"Measured on: {data['machine']}.", ""]
+    if spec.get("commands"):
+        lines += ["## Regenerate", "", "```bash", str(spec["commands"]).strip(), "```", ""]
+    report = data.get("report")
+    if report:
+        lines += [
+            "## Report",
+            "",
+            f"The full report of these runs (curves, tables, aggregates, provenance): [{report}/report.md]"
+            f"({report}/report.md), [{report}/results.json]({report}/results.json).",
+            "",
+        ]
+    lines += [
+        "Evidence per claim (every sample, its runs, the rule) is in [claims.json](claims.json); "
+        "`python -m common.report.claims results/<page> --check` recomputes each verdict from it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _machine(runs: Sequence[Any]) -> str | None:
+    for r in runs:
+        hw = r.info.get("hardware") or {}
+        if hw:
+            return f"{hw.get('cpu', '?')}, {hw.get('cpus', '?')} logical CPUs, no GPU used"
+    return None
+
+
+def make_page(page: Path) -> dict[str, Any]:
+    """Read the page's runs, compute every claim, write claims.json and README.md."""
+    from common.evaluation.runs import load_runs
+
+    spec = load_page(page)
+    paths = [Path.cwd() / p for p in spec.get("runs") or []]
+    runs = load_runs(paths) if paths else []
+    if spec.get("report") and paths:
+        from common.report import build_report
+
+        build_report(paths, page / str(spec["report"]), relative=True)
+    data = {
+        "schema": 1,
+        "title": spec["title"],
+        "papers": list(spec.get("papers") or []),
+        "claim": spec.get("claim", ""),
+        "budget": spec.get("budget", ""),
+        "machine": _machine(runs),
+        "report": spec.get("report"),
+        "claims": gather(page, spec, runs),
+    }
+    (page / CLAIMS_FILE).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    (page / "README.md").write_text(render(spec, data))
+    return data
+
+
+def check_page(page: Path) -> list[str]:
+    """Recompute every verdict from claims.json; the ids whose verdict differs (empty: all agree)."""
+    path = page / CLAIMS_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} is missing; make the page first: python -m common.report.claims {page}")
+    data = json.loads(path.read_text())
+    return [
+        c["id"]
+        for c in data["claims"]
+        if verdict(c["kind"], c["evidence"], c["params"])["verdict"] != c["verdict"]
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m common.report.claims", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("pages", nargs="+", type=Path, help="results/<page> folders")
+    parser.add_argument("--check", action="store_true", help="recompute verdicts from claims.json only")
+    args = parser.parse_args(argv)
+    try:
+        for page in args.pages:
+            if args.check:
+                bad = check_page(page)
+                if bad:
+                    print(
+                        f"error: {page}: verdicts differ from claims.json for {', '.join(bad)}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                print(f"{page}: every verdict agrees with its evidence")
+            else:
+                data = make_page(page)
+                counts = {v: sum(c["verdict"] == v for c in data["claims"]) for v in VERDICTS}
+                print(f"{page}/README.md: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    except RlreproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Results pages: claim verdicts against hand-computed cases, the index covers every paper, and committed
+pages re-render from their JSON with the same verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from common.evaluation.runs import write_run_dir
+from common.report.claims import (
+    check_page,
+    gather,
+    load_page,
+    mean_diff_ci,
+    rate_ci,
+    render,
+    verdict,
+)
+from common.report.index import papers, uncovered
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+
+# --------------------------------------------------------------------------------------- verdict math
+def test_mean_diff_ci_brackets_the_difference_and_is_reproducible():
+    point, lo, hi = mean_diff_ci([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], reps=5000, seed=0)
+    assert point == 2.0 and 1.0 <= lo < 2.0 < hi <= 3.0
+    assert mean_diff_ci([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], reps=5000, seed=0) == (point, lo, hi)
+    # two constant samples: a zero-width interval at the difference
+    assert mean_diff_ci([5.0, 5.0], [2.0], reps=100) == (3.0, 3.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "margin", "expected"),
+    [
+        ([10.0, 11.0, 12.0], [0.0, 1.0, 2.0], 0.0, "holds"),  # CI of the difference around 10
+        ([0.0, 1.0, 2.0], [10.0, 11.0, 12.0], 0.0, "fails"),
+        ([0.0, 10.0, 20.0], [5.0, 15.0, 0.0], 0.0, "inconclusive"),
+        ([10.0, 11.0, 12.0], [0.0, 1.0, 2.0], 15.0, "fails"),  # ≫ by 15: the gap of 10 is below it
+        ([1000.0], [1000.0, 1000.0], 0.0, "fails"),  # identical scores: a zero-width CI at 0 shows no gain
+    ],
+)
+def test_greater(a, b, margin, expected):
+    assert verdict("greater", {"a": a, "b": b}, {"margin": margin})["verdict"] == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([50.0, 51.0, 52.0], [50.0, 51.0, 52.0], "holds"),  # difference 0, CI well inside ±10
+        ([80.0, 81.0, 82.0], [50.0, 51.0, 52.0], "fails"),  # difference 30, CI wholly above 10
+        ([40.0, 60.0, 80.0], [50.0, 51.0, 52.0], "inconclusive"),  # CI straddles the margin
+    ],
+)
+def test_equivalent(a, b, expected):
+    assert verdict("equivalent", {"a": a, "b": b}, {"margin": 10})["verdict"] == expected
+
+
+def test_rate_at_most_uses_the_exact_interval():
+    # 30/1000 = 0.03: Clopper-Pearson upper bound 0.0425 <= 0.05
+    point, lo, hi = rate_ci(30, 1000)
+    assert point == 0.03 and hi == pytest.approx(0.04254, abs=1e-4) and lo == pytest.approx(0.02032, abs=1e-4)
+    assert verdict("rate_at_most", {"k": 30, "n": 1000}, {"alpha": 0.05})["verdict"] == "holds"
+    assert verdict("rate_at_most", {"k": 90, "n": 1000}, {"alpha": 0.05})["verdict"] == "fails"
+    assert verdict("rate_at_most", {"k": 3, "n": 50}, {"alpha": 0.05})["verdict"] == "inconclusive"
+
+
+def test_mean_below_and_bad_kinds():
+    assert verdict("mean_below", {"a": [1, 2, 1, 2]}, {"threshold": 5})["verdict"] == "holds"
+    assert verdict("mean_below", {"a": [5, 5, 5]}, {"threshold": 5})["verdict"] == "fails"
+    with pytest.raises(ConfigError, match="unknown claim kind"):
+        verdict("bigger", {"a": [1]}, {})
+    with pytest.raises(ConfigError, match="positive margin"):
+        verdict("equivalent", {"a": [1], "b": [1]}, {})
+
+
+# ------------------------------------------------------------------------------------------- evidence
+def test_arms_select_runs_by_paper_tag_and_dataset(tmp_path):
+    """Arms pick complete runs by paper, env, tag and dataset; failed runs and other tags never enter."""
+    import yaml
+
+    def run(name: str, seed: int, final: float, state: str = "finished", **keys: str) -> None:
+        path = write_run_dir(tmp_path / name, "stream_ac", "hopper", seed, [0, 10], [0.0, final], state=state)
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        cfg.update(keys)
+        (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+    for s in (1, 2, 3):
+        run(f"ac{s}", s, 100.0 * s)
+        run(f"sgd{s}", s, 1.0 * s, tag="barrier_sgd")
+    run("ac_failed", 4, 9999.0, state="failed")
+    from common.evaluation.runs import load_runs
+
+    spec = {
+        "arms": {"ac": {"paper": "stream_ac"}, "sgd": {"paper": "stream_ac", "tag": "barrier_sgd"}},
+        "claims": [{"id": "x", "text": "ac > sgd", "kind": "greater", "a": "ac", "b": "sgd"}],
+    }
+    (claim,) = gather(tmp_path, spec, load_runs([tmp_path]))
+    assert claim["evidence"] == {"a": [100.0, 200.0, 300.0], "b": [1.0, 2.0, 3.0]}
+    assert [r["seed"] for r in claim["sources"]["a"]["runs"]] == [1, 2, 3]
+    assert claim["verdict"] == "holds"
+    # a run that stopped with an error counts at its last evaluation when the arm asks for it
+    spec["arms"]["ac"]["failed"] = "last_eval"
+    (claim,) = gather(tmp_path, spec, load_runs([tmp_path]))
+    assert claim["evidence"]["a"] == [100.0, 200.0, 300.0, 9999.0]
+    assert claim["sources"]["a"]["runs"][-1]["state"] == "failed"
+    spec["arms"]["none"] = {"paper": "stream_ac", "tag": "nothing"}
+    spec["claims"][0]["b"] = "none"
+    with pytest.raises(ConfigError, match="selects no finished run"):
+        gather(tmp_path, spec, load_runs([tmp_path]))
+
+
+def test_file_evidence_reads_dotted_keys_and_mappings(tmp_path):
+    (tmp_path / "e.json").write_text(json.dumps({"s": {"a": [1, 2], "per_seed": {"100": 5.0, "101": 7.0}}}))
+    spec = {
+        "claims": [
+            {
+                "id": "f",
+                "kind": "greater",
+                "a": {"file": "e.json", "key": "s.per_seed"},
+                "b": {"file": "e.json", "key": "s.a"},
+            }
+        ]
+    }
+    (claim,) = gather(tmp_path, spec, [])
+    assert claim["evidence"] == {"a": [5.0, 7.0], "b": [1.0, 2.0]}
+    spec["claims"][0]["a"]["key"] = "s.missing"
+    with pytest.raises(ConfigError, match="no key 's.missing'"):
+        gather(tmp_path, spec, [])
+
+
+# ---------------------------------------------------------------------------------- committed pages
+def test_every_paper_has_a_results_page_or_a_reason():
+    assert papers(), "no conf/paper/*.yaml found"
+    assert uncovered() == [], "add a results page or an entry in results/not_reproduced.yaml"
+
+
+def test_index_fails_for_a_paper_without_page_or_reason(tmp_path):
+    (tmp_path / "conf" / "paper").mkdir(parents=True)
+    (tmp_path / "conf" / "paper" / "newpaper.yaml").write_text("name: newpaper\n")
+    (tmp_path / "results").mkdir()
+    assert uncovered(tmp_path) == ["newpaper"]
+    (tmp_path / "results" / "not_reproduced.yaml").write_text("newpaper: needs a GPU\n")
+    assert uncovered(tmp_path) == []
+
+
+def committed_pages() -> list[Path]:
+    return sorted(p.parent for p in RESULTS.glob("*/claims.json"))
+
+
+@pytest.mark.parametrize("page", committed_pages(), ids=lambda p: p.name)
+def test_committed_page_rerenders_from_its_json_with_the_same_verdicts(page):
+    """Recomputing every verdict from claims.json agrees with the stored one, and rendering page.yaml +
+    claims.json reproduces the committed README.md byte for byte."""
+    assert check_page(page) == []
+    data = json.loads((page / "claims.json").read_text())
+    assert render(load_page(page), data) == (page / "README.md").read_text()
+    for claim in data["claims"]:
+        assert claim["verdict"] in ("holds", "fails", "inconclusive")
+        assert np.isfinite([claim["point"], claim["lower"], claim["upper"]]).all()
+
+
+def test_committed_reports_name_no_machine_folder():
+    """`relative=True` strips absolute prefixes before the project's folders; committed pages hold none."""
+    from common.report import portable
+
+    got = portable({"cmd": ["/home/u/x/.venv/bin/python run.py hydra.sweep.dir=/home/u/x/runs/a"], "n": 3})
+    assert got == {"cmd": [".venv/bin/python run.py hydra.sweep.dir=runs/a"], "n": 3}
+    for path in RESULTS.rglob("*"):
+        if path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert "/home/" not in text and "/work/" not in text and "/root/" not in text, path
