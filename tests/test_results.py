@@ -12,6 +12,7 @@ import pytest
 from common.errors import ConfigError
 from common.evaluation.runs import write_run_dir
 from common.report.claims import (
+    aggregate_diff_ci,
     check_page,
     gather,
     load_page,
@@ -134,6 +135,55 @@ def test_file_evidence_reads_dotted_keys_and_mappings(tmp_path):
         gather(tmp_path, spec, [])
 
 
+def test_aggregate_iqm_difference_normalises_per_task_by_hand():
+    """a normalised: t1 → 1, 1; t2 → (1 − 0) / (2 − 0) = 0.5, 0.5. Pooled [0.5, 0.5, 1, 1]: the IQM drops
+    int(4/4) = 1 from each end → mean(0.5, 1) = 0.75. b is 0 everywhere. No spread: a zero-width CI."""
+    a, b = {"t1": [1.0, 1.0], "t2": [1.0, 1.0]}, {"t1": [0.0, 0.0], "t2": [0.0, 0.0]}
+    bounds = {"t1": [0.0, 1.0], "t2": [0.0, 2.0]}
+    assert aggregate_diff_ci(a, b, bounds) == pytest.approx((0.75, 0.75, 0.75))
+    assert aggregate_diff_ci(a, b, bounds, metric="mean")[0] == pytest.approx(0.75)
+    ev = {"a": a, "b": b, "bounds": bounds}
+    assert verdict("aggregate_greater", ev, {})["verdict"] == "holds"
+    assert verdict("aggregate_greater", {**ev, "b": a}, {})["verdict"] == "fails"  # equal arms: no gain
+    noisy = {"t1": [0.0, 2.0, 1.0], "t2": [0.0, 2.0, 1.0]}
+    assert verdict("aggregate_greater", {**ev, "a": noisy}, {"margin": 0.5})["verdict"] == "inconclusive"
+    with pytest.raises(ConfigError, match="same tasks"):
+        aggregate_diff_ci(a, {"t1": [0.0]}, bounds)
+
+
+def test_aggregate_claim_reads_tasks_from_runs_and_random_scores_from_a_file(tmp_path):
+    import yaml
+
+    from common.evaluation.runs import load_runs
+
+    for env, scale in (("g1", 1.0), ("g2", 10.0)):
+        for s in (1, 2, 3):
+            for tag, final in (("hl", 2.0 * scale), ("mse", 1.0 * scale)):
+                path = write_run_dir(tmp_path / f"{env}{tag}{s}", "hl_gauss", env, s, [0, 10], [0.0, final])
+                cfg = yaml.safe_load((path / "config.yaml").read_text())
+                (path / "config.yaml").write_text(yaml.safe_dump({**cfg, "tag": tag}))
+    (tmp_path / "random.json").write_text(json.dumps({"random": {"g1": 0.0, "g2": 0.0}}))
+    spec = {
+        "arms": {"hl": {"paper": "hl_gauss", "tag": "hl"}, "mse": {"paper": "hl_gauss", "tag": "mse"}},
+        "claims": [
+            {
+                "id": "agg",
+                "kind": "aggregate_greater",
+                "a": "hl",
+                "b": "mse",
+                "normalize": {"file": "random.json", "key": "random"},
+            }
+        ],
+    }
+    (claim,) = gather(tmp_path, spec, load_runs([tmp_path]))
+    assert claim["evidence"]["bounds"] == {"g1": [0.0, 2.0], "g2": [0.0, 20.0]}  # best arm's mean → 1
+    assert claim["point"] == pytest.approx(0.5) and claim["verdict"] == "holds"
+    assert "| g2 | 20.0 (n=3) | 10.0 (n=3) | 0 | 20.0 |" in render({"title": "t"}, {"claims": [claim]})
+    (tmp_path / "random.json").write_text(json.dumps({"random": {"g1": 0.0}}))
+    with pytest.raises(ConfigError, match="no random score for task 'g2'"):
+        gather(tmp_path, spec, load_runs([tmp_path]))
+
+
 # ---------------------------------------------------------------------------------- committed pages
 def test_every_paper_has_a_results_page_or_a_reason():
     assert papers(), "no conf/paper/*.yaml found"
@@ -175,3 +225,16 @@ def test_committed_reports_name_no_machine_folder():
         if path.suffix in (".json", ".md"):
             text = path.read_text()
             assert "/home/" not in text and "/work/" not in text and "/root/" not in text, path
+
+
+def test_random_policy_scores_name_each_task_and_match_cartpoles_known_range(tmp_path):
+    """A uniform random policy balances CartPole-v1 for about 22 steps (a well-known figure); the JSON
+    maps the env's name to the mean return and records how it was measured."""
+    from common.evaluation.random_policy import main
+
+    out = tmp_path / "random.json"
+    assert main(["--paper", "stream_q", "--env", "cartpole", "--episodes", "50", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["random"]) == {"cartpole"} and record["episodes"] == 50
+    assert 15.0 < record["random"]["cartpole"] < 30.0
+    assert main(["--paper", "stream_q", "--env", "cartpole", "--episodes", "0", "--out", str(out)]) == 2

@@ -19,6 +19,12 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   when its upper bound ≤ alpha, fails when its lower bound > alpha, else inconclusive.
 * `mean_below`: mean(a) < threshold (e.g. interims used before stopping): bootstrap CI of the mean; holds
   when its upper bound < threshold, fails when its lower bound ≥ threshold, else inconclusive.
+* `aggregate_greater`: an aggregate over several tasks (`metric`: iqm, mean or median of every run's
+  normalised score, as rliable pools runs × tasks) of arm a minus that of arm b > margin. Scores are
+  normalised per task as (x − random) / (reference − random): `random` read from a JSON file of the page
+  (`normalize: {file, key}`, a mapping task → score), `reference` the best arm's mean on that task over the
+  arms of the page (so the best arm scores 1 there). 95% CI by a stratified bootstrap: runs resampled within
+  each task, for a and b independently. Same holds/fails rule as `greater`.
 
 An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
 directories, or a value read from a JSON file of the page (`file`, `key`: a dotted path to a number or a
@@ -42,7 +48,8 @@ from common.errors import ConfigError, RlreproError
 
 CONFIDENCE = 0.95
 REPS = 20_000
-KINDS = ("greater", "equivalent", "rate_at_most", "mean_below")
+KINDS = ("greater", "equivalent", "rate_at_most", "mean_below", "aggregate_greater")
+AGGREGATES = ("iqm", "mean", "median")
 VERDICTS = ("holds", "fails", "inconclusive")
 PAGE_FILE = "page.yaml"
 CLAIMS_FILE = "claims.json"
@@ -82,6 +89,60 @@ def rate_ci(k: int, n: int) -> tuple[float, float, float]:
 
 
 # -------------------------------------------------------------------------------------------- verdicts
+def _normalised(values: dict[str, list[float]], bounds: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    out = {}
+    for task, xs in values.items():
+        lo, hi = bounds[task]
+        out[task] = (np.asarray(xs, np.float64) - lo) / (hi - lo if hi != lo else 1.0)
+    return out
+
+
+def _aggregate(name: str, pooled: np.ndarray) -> np.ndarray:
+    """`name` over the last axis (runs × tasks pooled); IQM trims int(n/4) from each end (scipy's rule)."""
+    if name == "mean":
+        return pooled.mean(axis=-1)
+    if name == "median":
+        return np.median(pooled, axis=-1)
+    n = pooled.shape[-1]
+    low = n // 4
+    part = np.sort(pooled, axis=-1)
+    return part[..., low : n - low].mean(axis=-1)
+
+
+def aggregate_diff_ci(
+    a: dict[str, list[float]],
+    b: dict[str, list[float]],
+    bounds: dict[str, list[float]],
+    metric: str = "iqm",
+    reps: int = REPS,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """aggregate(a) − aggregate(b) of normalised scores pooled over tasks, and its stratified-bootstrap CI
+    (runs resampled within each task, a and b independently)."""
+    if metric not in AGGREGATES:
+        raise ConfigError(f"aggregate metric {metric!r} is not one of {', '.join(AGGREGATES)}")
+    tasks = sorted(set(a) & set(b))
+    if not tasks or set(a) != set(b):
+        raise ConfigError(
+            f"an aggregate claim needs both arms on the same tasks; a has {sorted(a)}, b has {sorted(b)}"
+        )
+    rng = np.random.default_rng(seed)
+    na, nb = _normalised(a, bounds), _normalised(b, bounds)
+
+    def resampled(scores: dict[str, np.ndarray]) -> np.ndarray:
+        parts = [s[rng.integers(0, s.size, (reps, s.size))] for s in (scores[t] for t in tasks)]
+        return np.concatenate(parts, axis=1)  # (reps, runs pooled over tasks)
+
+    point = float(
+        _aggregate(metric, np.concatenate([na[t] for t in tasks]))
+        - _aggregate(metric, np.concatenate([nb[t] for t in tasks]))
+    )
+    diffs = _aggregate(metric, resampled(na)) - _aggregate(metric, resampled(nb))
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = np.percentile(diffs, [tail, 100 - tail])
+    return point, float(lo), float(hi)
+
+
 def verdict(kind: str, evidence: dict[str, Any], params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """The verdict of one claim from its evidence: point, CI and the rule that decided."""
     margin = float(params.get("margin", 0.0))
@@ -106,6 +167,16 @@ def verdict(kind: str, evidence: dict[str, Any], params: dict[str, Any], seed: i
         point, lo, hi = rate_ci(int(evidence["k"]), int(evidence["n"]))
         v = "holds" if hi <= alpha else "fails" if lo > alpha else "inconclusive"
         rule = f"Clopper-Pearson 95% CI of k/n vs {alpha:g}: upper ≤ → holds, lower > → fails"
+    elif kind == "aggregate_greater":
+        metric = str(params.get("metric", "iqm"))
+        point, lo, hi = aggregate_diff_ci(
+            evidence["a"], evidence["b"], evidence["bounds"], metric=metric, seed=seed
+        )
+        v = "holds" if lo > margin else "fails" if hi <= margin else "inconclusive"
+        rule = (
+            f"stratified-bootstrap 95% CI of {metric.upper()}(a) − {metric.upper()}(b), normalised scores, "
+            f"vs {margin:g}: wholly above → holds, at or below → fails"
+        )
     elif kind == "mean_below":
         threshold = float(params["threshold"])
         point, lo, hi = mean_ci(evidence["a"], seed=seed)
@@ -203,8 +274,10 @@ def gather(page: Path, spec: dict[str, Any], runs: Sequence[Any]) -> list[dict[s
         where = f"{page / PAGE_FILE} claim {claim.get('id', i)}"
         evidence: dict[str, Any] = {}
         sources: dict[str, Any] = {}
+        if kind == "aggregate_greater":
+            evidence, sources = _aggregate_evidence(page, where, claim, arms, runs)
         for role in ("a", "b", "k", "n"):
-            if role not in claim:
+            if role not in claim or role in evidence:
                 continue
             ref = claim[role]
             if isinstance(ref, str):
@@ -226,7 +299,7 @@ def gather(page: Path, spec: dict[str, Any], runs: Sequence[Any]) -> list[dict[s
                 sources[role] = dict(ref)
             else:
                 raise ConfigError(f"{where}: `{role}` must name an arm or give file + key")
-        params = {k: claim[k] for k in ("margin", "alpha", "threshold") if k in claim}
+        params = {k: claim[k] for k in ("margin", "alpha", "threshold", "metric") if k in claim}
         out.append(
             {
                 "id": str(claim.get("id", i)),
@@ -239,6 +312,47 @@ def gather(page: Path, spec: dict[str, Any], runs: Sequence[Any]) -> list[dict[s
             }
         )
     return out
+
+
+def _by_task(runs: Sequence[Any], arm: dict[str, Any]) -> dict[str, list[float]]:
+    """An arm's values per task (env name), for aggregate claims; `envs:` limits the tasks."""
+    sub = {k: v for k, v in arm.items() if k != "envs"}
+    envs = arm.get("envs")
+    out: dict[str, list[float]] = {}
+    for env in sorted({r.env for r in runs}):
+        if envs is not None and env not in envs:
+            continue
+        values, _ = select(runs, {**sub, "env": env})
+        if values:
+            out[env] = values
+    return out
+
+
+def _aggregate_evidence(
+    page: Path, where: str, claim: dict[str, Any], arms: dict[str, Any], runs: Sequence[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-task values of arms a and b, and each task's normalisation bounds (random, best arm's mean)."""
+    for role in ("a", "b"):
+        if claim.get(role) not in arms:
+            raise ConfigError(f"{where}: `{role}` must name an arm defined under `arms:`")
+    norm = claim.get("normalize")
+    if not isinstance(norm, dict) or "file" not in norm or "key" not in norm:
+        raise ConfigError(f"{where}: an aggregate claim needs `normalize: {{file, key}}` (random scores)")
+    path = page / str(norm["file"])
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} is missing; run the page's commands")
+    random = _dotted(json.loads(path.read_text()), str(norm["key"]), str(path))
+    per_arm = {name: _by_task(runs, arm) for name, arm in arms.items()}
+    evidence = {role: per_arm[claim[role]] for role in ("a", "b")}
+    bounds = {}
+    for task in evidence["a"]:
+        if task not in random:
+            raise ConfigError(f"{path}:{norm['key']} has no random score for task {task!r}")
+        best = max(float(np.mean(v[task])) for v in per_arm.values() if task in v)
+        bounds[task] = [float(random[task]), best]
+    sources = {role: {"arm": claim[role], **arms[claim[role]]} for role in ("a", "b")}
+    sources["normalize"] = dict(norm)
+    return {**evidence, "bounds": bounds}, sources
 
 
 # -------------------------------------------------------------------------------------------- pages
@@ -266,6 +380,8 @@ def _arm_summary(evidence: dict[str, Any], role: str) -> str:
         return ""
     if isinstance(v, list):
         return f"{_fmt(float(np.mean(v)))} (n={len(v)})"
+    if isinstance(v, dict):
+        return f"{sum(len(x) for x in v.values())} runs on {len(v)} tasks"
     return _fmt(float(v))
 
 
@@ -302,6 +418,23 @@ def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
         if parts:
             lines.append(f"- `{c['id']}`: " + "; ".join(parts))
     if any(c["evidence"].get("a") is not None for c in data["claims"]):
+        lines.append("")
+    for c in data["claims"]:
+        ev = c["evidence"]
+        if "bounds" not in ev:
+            continue
+        lines += [
+            f"Per task, `{c['id']}` (raw means; normalised by random → 0 and the best arm's mean → 1):",
+            "",
+            "| task | a | b | random | best arm |",
+            "|---|---|---|---|---|",
+        ]
+        for task, (lo, hi) in sorted(ev["bounds"].items()):
+            a, b = ev["a"][task], ev["b"][task]
+            lines.append(
+                f"| {task} | {_fmt(float(np.mean(a)))} (n={len(a)}) | {_fmt(float(np.mean(b)))} (n={len(b)}) "
+                f"| {_fmt(lo)} | {_fmt(hi)} |"
+            )
         lines.append("")
     for key, head in (("budget", "Budget"), ("machine", "Machine"), ("notes", "Notes")):
         if spec.get(key):
