@@ -77,7 +77,7 @@ class NullAgent:
 def _config(paper: str, overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_dir
 
-    from common.registry import CONF_DIR
+    from common.registry import CONF_DIR, trust_package
 
     common = [
         f"paper={paper}",
@@ -87,6 +87,7 @@ def _config(paper: str, overrides: list[str]) -> Any:
         "logger.wandb.enabled=false",
     ]
     agent = f"paper.entry={__name__}.NullAgent"  # `__main__.NullAgent`: import_entry finds it in this script
+    trust_package(__name__.split(".")[0])  # entry points resolve in papers/common only, unless trusted
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=[*common, agent, *overrides])
 

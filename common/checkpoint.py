@@ -1,9 +1,12 @@
 """Atomic checkpoints in `<run_dir>/checkpoints/`, loaded without unpickling arbitrary objects.
 
 Layout: `frame_<N>/` holds `state.pt` (tensors, numbers, strings, lists and dicts only: agent, optimizers,
-RNG states, counters, logger positions), `meta.json` (who wrote it) and `replay/` (plain .npy files).
+RNG states, counters, logger positions), `meta.json` (who wrote it) and `replay/` (plain .npy files: hard
+links into `replay_segments/`, where each replay segment is written once; see `SavesSegments`).
 The file `latest` names the newest complete checkpoint; it is replaced atomically after the directory
-is complete, so a run killed mid-save resumes from the previous checkpoint.
+is complete and every file in it is on disk (fsync'd), so a run killed mid-save, or a machine that loses
+power, resumes from the previous checkpoint. A write that fails (disk full, read-only file system) removes
+what it wrote and leaves `latest` as it was.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
-from common.errors import CheckpointError, ConfigError
+from common.errors import CheckpointError, ConfigError, RunDirError
+from common.runtime import storage_problem
 
 if TYPE_CHECKING:
     from common.agent import Policy
@@ -31,12 +35,35 @@ class SavesToDirectory(Protocol):
     def load(self, directory: Path) -> None: ...
 
 
+SEGMENTS = "replay_segments"  # in checkpoints/: files written once and hard-linked into each checkpoint
+
+
+@runtime_checkable
+class SavesSegments(SavesToDirectory, Protocol):
+    """A `SavesToDirectory` that writes only what is new (`common.buffers.NStepReplay`): the checkpointer
+    points `segment_store` at `checkpoints/replay_segments/`, `save` adds its new files there once and
+    hard-links those the checkpoint needs into its directory; files no kept checkpoint links are deleted."""
+
+    segment_store: Path | None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` (and `root`) to disk."""
+    for path in sorted(root.rglob("*"), reverse=True):  # children before their directory
+        if path.is_dir():
+            _fsync_dir(path)
+        else:
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
 
 
 class Checkpointer:
@@ -49,30 +76,63 @@ class Checkpointer:
     ) -> Path:
         """Write `state` (`state.pt`), `meta` (`meta.json`) and `replay` as the checkpoint of `frame`, then
         point `latest` at it and keep only the newest `keep`."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"frame_{frame:010d}"
         tmp = self.dir / f".tmp_frame_{frame:010d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(dict(state), tmp / "state.pt")
-        if replay is not None:
-            replay.save(tmp / "replay")
-        (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "frame": frame, **meta}, indent=1))
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
         pointer = self.dir / ".latest.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, self.dir / "latest")
-        _fsync_dir(self.dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(".tmp_frame_*"):  # left by a process killed mid-save
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+            if isinstance(replay, SavesSegments):
+                replay.segment_store = self.dir / SEGMENTS
+            self._write(tmp, frame, state, meta, replay)
+            _fsync_tree(tmp)  # every byte on disk before `latest` can name it
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            pointer.write_text(final.name)
+            with pointer.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(pointer, self.dir / "latest")
+            _fsync_dir(self.dir)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            pointer.unlink(missing_ok=True)
+            previous = self.latest()
+            kept = f"`latest` still names {previous.name}" if previous else "no earlier checkpoint exists"
+            raise RunDirError(
+                f"cannot write checkpoint {final.name} in {self.dir}: {storage_problem(e)} ({e.strerror}); "
+                f"{kept}; free space or make the directory writable, then: "
+                f"python run.py resume={self.dir.parent}"
+            ) from e
         self._prune()
         return final
+
+    @staticmethod
+    def _write(
+        directory: Path,
+        frame: int,
+        state: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        replay: SavesToDirectory | None,
+    ) -> None:
+        """The checkpoint's files: `state.pt`, `replay/`, then `meta.json` (a checkpoint's last file)."""
+        with (directory / "state.pt").open("wb") as f:  # a file object: a full disk raises OSError
+            torch.save(dict(state), f)
+        if replay is not None:
+            replay.save(directory / "replay")
+        (directory / "meta.json").write_text(json.dumps({"format": FORMAT, "frame": frame, **meta}, indent=1))
 
     def _prune(self) -> None:
         done = sorted(p for p in self.dir.glob("frame_*") if p.is_dir())
         for old in done[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+        store = self.dir / SEGMENTS
+        if store.is_dir():  # a segment file only the store links: no kept checkpoint references it
+            for file in store.iterdir():
+                if file.stat().st_nlink < 2:
+                    file.unlink(missing_ok=True)
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` names, else the newest complete one (e.g. after deleting a corrupt one)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -82,10 +85,7 @@ def check_overrides(
         if default is _MISSING and _declared_missing(baseline, key):
             continue  # a `???` value: any value fills it
         if default is _MISSING:
-            raise ConfigError(
-                f"unknown key '{key}': it is not in the composed config; "
-                f"check the spelling with `python run.py paper=... env=... --cfg job`"
-            )
+            raise unknown_key_error(baseline, key, "on the command line")
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if not _compatible(default, value):
             hint = " (quote it to pass a string: key='value')" if isinstance(default, str) else ""
@@ -93,3 +93,90 @@ def check_overrides(
                 f"{key}={value!r} has the wrong type: expected {_type_name(default)} like {default!r}, "
                 f"got {_type_name(value)}{hint}"
             )
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a config as a dotted path, mappings and their leaves alike."""
+    if not isinstance(node, DictConfig):
+        return []
+    keys = []
+    for k in node:
+        path = f"{prefix}{k!s}"
+        keys.append(path)
+        keys += _dotted_keys(node._get_node(k), f"{path}.")  # the node: `???` values must not raise
+    return keys
+
+
+def closest_key(baseline: DictConfig, key: str) -> str | None:
+    """The key of `baseline` most like `key` (a sibling when its parent exists), or None."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(baseline, parent_key, default=None) if parent_key else baseline
+    if isinstance(parent, DictConfig):
+        prefix = f"{parent_key}." if parent_key else ""
+        found = difflib.get_close_matches(leaf, [str(k) for k in parent], n=1, cutoff=0.6)
+        return f"{prefix}{found[0]}" if found else None
+    found = difflib.get_close_matches(key, _dotted_keys(baseline), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_key_error(baseline: DictConfig, key: str, where: str) -> ConfigError:
+    """`unknown key 'x' <where>; did you mean y?` as one line."""
+    near = closest_key(baseline, key)
+    hint = f"did you mean {near}?" if near else "check the spelling"
+    return ConfigError(
+        f"unknown key '{key}' {where}; {hint} (see `python run.py paper=... env=... --cfg job`)"
+    )
+
+
+# Group files that set values of the paper's config (not whole sections of their own): their keys are checked
+CHECKED_GROUPS = ("paper_env", "experiment")
+
+
+def _file_keys(node: Any, baseline: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys a group file sets, down to where the baseline stops being a mapping."""
+    keys = []
+    for k, value in node.items():
+        path = f"{prefix}{k}"
+        if prefix == "" and k in ("defaults", "hydra"):
+            continue  # the defaults list and Hydra's own settings are not keys of the run's config
+        keys.append(path)
+        below = OmegaConf.select(baseline, path, default=None, throw_on_missing=False)
+        if isinstance(value, dict) and isinstance(below, DictConfig) and len(below) > 0:
+            keys += _file_keys(value, baseline, f"{path}.")  # an empty mapping is a table: any keys
+    return keys
+
+
+def check_group_files(
+    compose: Callable[[list[str]], DictConfig], choices: Mapping[str, str | None], conf_dir: Path
+) -> None:
+    """Refuse a key set in a chosen `conf/paper_env/*.yaml` or `conf/experiment/*.yaml` that the config
+    composed without that file does not have (a typo such as `lrr:` would otherwise be ignored).
+
+    A new key that a value of the same file interpolates (a per-task table: `x: ${.x_by_task.${env.task}}`)
+    is allowed, and so is any key under a mapping that is empty in the paper's config (a table to fill).
+    `choices`: top-level group choices, e.g. Hydra's `runtime.choices`; `compose(overrides)` composes the
+    config. Hydra merges group files without struct checks, so this is the only check such keys get.
+    """
+    import yaml
+
+    top = {g: c for g, c in choices.items() if c is not None and "/" not in g and "@" not in g}
+    for group in CHECKED_GROUPS:
+        name = top.get(group)
+        path = conf_dir / group / f"{name}.yaml"
+        if name is None or not path.exists():
+            continue
+        text = path.read_text()
+        data = yaml.safe_load(text) or {}
+        if "# @package _global_" not in text:
+            data = {group: data}
+        others = [f"{g}={c}" for g, c in top.items() if g != group]
+        # without the file: deleting paper_env's default; an experiment is simply not chosen
+        baseline = compose([*others, f"~{group}"] if group == "paper_env" else others)
+        for key in _file_keys(data, baseline):
+            default = OmegaConf.select(baseline, key, default=_MISSING, throw_on_missing=False)
+            leaf = key.rpartition(".")[2]
+            table = re.search(r"\$\{[^}]*\b" + re.escape(leaf) + r"\b", text)  # a table a value reads
+            if default is _MISSING and not _declared_missing(baseline, key) and not table:
+                near = closest_key(baseline, key)
+                hint = f"did you mean {near}?" if near else f"it is not in paper={top.get('paper')}'s config"
+                raise ConfigError(f"{group}/{name}.yaml sets unknown key '{key}'; {hint}")

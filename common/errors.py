@@ -19,3 +19,11 @@ class CheckpointError(RlreproError):
 
 class DatasetError(RlreproError):
     """An offline dataset is missing, unreadable, or was made for another env or split."""
+
+
+class RunDirError(RlreproError):
+    """A run directory cannot be written (disk full, read-only) or another process is writing it."""
+
+
+class Diverged(RlreproError):
+    """Training produced a non-finite loss, action or weight; the run stops at its last finite checkpoint."""

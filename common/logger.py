@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -61,6 +63,17 @@ class Averager:
         self._n.clear()
         return out
 
+    def state_dict(self) -> dict[str, dict[str, float | int]]:
+        """The sums and counts not yet popped (a checkpoint keeps them, so the next row averages the same
+        updates whether or not the run was resumed in between)."""
+        return {"sum": dict(self._sum), "n": dict(self._n)}
+
+    def load_state_dict(self, state: dict[str, dict[str, float | int]]) -> None:
+        self._sum.clear()
+        self._n.clear()
+        self._sum.update({k: float(v) for k, v in state["sum"].items()})
+        self._n.update({k: int(v) for k, v in state["n"].items()})
+
 
 def wandb_mode(requested: str) -> str:
     """`auto` becomes online when an API key is configured and offline otherwise; WANDB_MODE always wins."""
@@ -73,6 +86,32 @@ def wandb_mode(requested: str) -> str:
         netrc.exists() and "api.wandb.ai" in netrc.read_text()
     )
     return "online" if has_key else "offline"
+
+
+# Online W&B without a network must not stall a run: a TCP probe of the server first (a refused or
+# unroutable address answers at once or within this), and a short wait for the init handshake after it
+PROBE_TIMEOUT_S = 3.0
+INIT_TIMEOUT_S = 30.0
+
+
+def wandb_unreachable(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the W&B server cannot be reached (None when it accepts a connection, or behind a proxy,
+    which only the init handshake can tell)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    if os.environ.get("WANDB_BASE_URL"):
+        base = os.environ["WANDB_BASE_URL"]
+    else:
+        import wandb
+
+        base = str(wandb.Settings().base_url)
+    url = urlsplit(base)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            return None
+    except OSError as e:
+        return f"{base} unreachable ({e.strerror or e or type(e).__name__})"
 
 
 class RunLogger:
@@ -92,20 +131,7 @@ class RunLogger:
         self._wandb = None
         mode = wandb_mode(cfg.logger.wandb.mode) if cfg.logger.wandb.enabled else "disabled"
         if mode != "disabled":
-            import wandb  # heavy: imported only when mirroring
-
-            self._wandb = wandb.init(
-                project=cfg.logger.wandb.project,
-                entity=cfg.logger.wandb.entity,
-                group=cfg.logger.wandb.group,
-                name=run_dir.name,
-                id=wandb_id,
-                resume="allow",
-                dir=str(run_dir),
-                mode=mode,  # type: ignore[arg-type]
-                tags=[t for t in (cfg.paper.name, cfg.env.name, cfg.tag) if t],
-                config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-            )
+            self._wandb = _wandb_init(cfg, run_dir, wandb_id, mode)
         self.bar = tqdm(
             total=total_frames,
             initial=start_frame,
@@ -155,3 +181,38 @@ class RunLogger:
             if summary:
                 self._wandb.summary.update(summary)
             self._wandb.finish()
+
+
+def _wandb_init(cfg: DictConfig, run_dir: Path, wandb_id: str, mode: str) -> Any:
+    """`wandb.init` for a run; online without a reachable server falls back to offline with one line
+    (`wandb sync` uploads the offline run later)."""
+    import wandb  # heavy: imported only when mirroring
+
+    def init(mode: str) -> Any:
+        return wandb.init(
+            project=cfg.logger.wandb.project,
+            entity=cfg.logger.wandb.entity,
+            group=cfg.logger.wandb.group,
+            name=run_dir.name,
+            id=wandb_id,
+            resume="allow",
+            dir=str(run_dir),
+            mode=mode,  # type: ignore[arg-type]
+            tags=[t for t in (cfg.paper.name, cfg.env.name, cfg.tag) if t],
+            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+            settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S),
+        )
+
+    why = wandb_unreachable() if mode == "online" else None
+    if why is None:
+        try:
+            return init(mode)
+        except Exception as e:  # wandb raises its own CommError/UsageError/TimeoutError types here
+            if mode != "online":
+                raise
+            why = f"init failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+    print(
+        f"wandb: {why}; logging offline in {run_dir}/wandb (upload later with `wandb sync`)",
+        file=sys.stderr,
+    )
+    return init("offline")

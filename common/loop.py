@@ -6,12 +6,15 @@ the episode's row when it ends. Frames = agent steps × action_repeat; budgets a
 count frames, schedules count agent steps. How the agent learns is a small strategy class (a `Learning`):
 `ReplayUpdates` (`paper.loop: common.loop.train_online`) or `StreamUpdates` (`common.loop.train_stream`).
 Resuming, evaluating, logging, checkpointing and stopping on a signal are `common.session.RunSession`'s,
-shared with the offline loop.
+shared with the offline loop. A stop inside an episode (SIGTERM, SIGUSR2, Ctrl-C; an evaluation included)
+checkpoints the env's simulator (`Env.get_state`) with the episode so far, and the resume continues that
+episode: its rows equal an uninterrupted run's. An env without `get_state` keeps its last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,8 +26,8 @@ from omegaconf import DictConfig
 from common.agent import Agent, StreamAgent
 from common.buffers import NStepReplay
 from common.checkpoint import SavesToDirectory
-from common.envs import Env, make_env
-from common.envs.base import Step
+from common.envs import Env, check_env_config, make_env
+from common.envs.base import Step, env_state
 from common.errors import ConfigError
 from common.logger import Averager
 from common.registry import loop
@@ -42,6 +45,7 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 def validate_run(cfg: DictConfig) -> None:
     """Checks every loop needs; impossible sizes fail before anything is built or written."""
     p, t = cfg.paper, cfg.paper.train
+    check_env_config(cfg.env, pixels=p.pixels, action_repeat=p.action_repeat, image_size=p.image_size)
     _check(
         [
             (t.num_frames > 0, f"paper.train.num_frames={t.num_frames} must be positive"),
@@ -59,8 +63,9 @@ def validate_run(cfg: DictConfig) -> None:
     )
 
 
-def build_env(cfg: DictConfig, seed: int) -> Env:
-    """The env of `cfg.env` as the paper sees it (pixels or states, repeat, frame stack, time feature)."""
+def build_env(cfg: DictConfig, seed: int, evaluation: bool = False) -> Env:
+    """The env of `cfg.env` as the paper sees it (pixels or states, repeat, frame stack, time feature);
+    `evaluation`: without training-only preprocessing (`make_env`)."""
     p = cfg.paper
     env = make_env(
         cfg.env,
@@ -69,6 +74,7 @@ def build_env(cfg: DictConfig, seed: int) -> Env:
         frame_stack=p.frame_stack,
         image_size=p.image_size,
         seed=seed,
+        evaluation=evaluation,
     )
     if p.get("time_feature", False):
         if p.pixels:
@@ -99,7 +105,7 @@ class Learning(Protocol):
     ) -> list[dict[str, float]]: ...
 
     def interrupt_episode(self) -> None:
-        """A resume from a mid-episode checkpoint: the interrupted episode ends here."""
+        """A resume from a mid-episode checkpoint that could not save the env: the episode ends here."""
         ...
 
     def stored(self) -> int:
@@ -213,6 +219,52 @@ def mean_return(env: Env, policy: Callable[[np.ndarray], np.ndarray], episodes: 
     return float(np.mean(returns))
 
 
+# ------------------------------------------------------------------------------ stopping mid-episode
+
+
+def _save_mid_episode(run: RunSession, env: Env, ts: Step, metrics: Averager, name: str) -> None:
+    """Checkpoint a run stopped inside an episode so that its resume continues that episode exactly: the
+    env's simulator (`Env.get_state`), the current observation and the update metrics not yet logged; the
+    replay holds the episode so far. An env that cannot capture its state keeps the last (exact, episode
+    boundary) checkpoint instead; only a run without any checkpoint saves one that ends the episode early."""
+    state = env_state(env)
+    if state is not None:
+        episode = {
+            "env": state,
+            "obs": torch.from_numpy(np.array(ts.obs)),
+            "return": ts.episode_return,
+            "length": ts.episode_length,
+            "metrics": metrics.state_dict(),
+        }
+        run.save(mid_episode=True, episode=episode)
+        return
+    latest = run.checkpointer.latest()
+    if latest is not None:
+        print(f"env {name} cannot save its state mid-episode: the resume starts from the last "
+              f"checkpoint ({latest.name}) and repeats the steps since", file=sys.stderr)  # fmt: skip
+        return
+    print(f"env {name} cannot save its state mid-episode and the run has no checkpoint yet: saved one "
+          f"that ends this episode early (the resumed run will differ from an uninterrupted one)",
+          file=sys.stderr)  # fmt: skip
+    run.save(mid_episode=True)
+
+
+def _continue_episode(env: Env, learner: Learning, metrics: Averager, state: dict[str, Any]) -> Step | None:
+    """The interrupted episode's current step, with the env and the metrics put back as they were; None
+    (start a new episode) for a checkpoint that holds no episode: the learner ends the cut one."""
+    episode = state.get("episode")
+    if episode is None:
+        learner.interrupt_episode()
+        return None
+    env.set_state(episode["env"])  # type: ignore[attr-defined]  # it wrote the state with get_state
+    metrics.load_state_dict(episode["metrics"])
+    return Step(
+        obs=episode["obs"].numpy(),
+        episode_return=float(episode["return"]),
+        episode_length=int(episode["length"]),
+    )
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 
@@ -239,7 +291,7 @@ def train_stream(cfg: DictConfig, ctx: RunContext) -> float:
 def run_loop(cfg: DictConfig, ctx: RunContext, learning: LearningFactory) -> float:
     """The online loop with the strategy `learning`, on a config its `Loop` has validated (`common.launch`
     does, once, before the run directory is written)."""
-    env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed)  # drqv2 seeds both alike
+    env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed, evaluation=True)  # drqv2: same seed
     try:
         return _run(cfg, ctx, env, eval_env, learning)
     finally:
@@ -277,8 +329,9 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
         rngs={"env_rng": env, "eval_env_rng": eval_env},
         saved=learner.saved,
     )
+    metrics, ts = Averager(), None
     if run.resumed is not None and run.resumed["mid_episode"]:
-        learner.interrupt_episode()
+        ts = _continue_episode(env, learner, metrics, run.resumed)
 
     def evaluate_and_log(step: int) -> bool:
         """Evaluate and log a row; False if a signal cut it (eval env RNG rewound: it repeats on resume)."""
@@ -292,12 +345,14 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
         run.log_eval(step, row)
         return True
 
-    def stop_here(mid_episode: bool) -> float:
-        run.save(mid_episode=mid_episode)
+    def stop_here(ts: Step | None) -> float:
+        if ts is None or ts.done:
+            run.save(mid_episode=False)
+        else:
+            _save_mid_episode(run, env, ts, metrics, cfg.env.name)
         run.close()
         return float(c["last_eval_return"])
 
-    metrics, ts = Averager(), None
     episode_clock = run.clock
     while c["step"] < total_steps:
         step = c["step"]
@@ -310,7 +365,7 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
             episode_clock = time.perf_counter()
 
         if step % eval_every == 0 and c["last_eval_step"] != step and not evaluate_and_log(step):
-            return stop_here(mid_episode=True)
+            return stop_here(ts)
 
         obs = ts.obs
         with torch.no_grad():
@@ -341,7 +396,7 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
                 },
             )
         if run.stopped:
-            return stop_here(mid_episode=not ts.done)
+            return stop_here(ts)
 
     if c["last_eval_step"] != c["step"]:
         evaluate_and_log(c["step"])

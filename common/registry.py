@@ -1,12 +1,17 @@
 """Papers register themselves by configuration: `conf/paper/<name>.yaml` plus the package `papers/<name>/`.
 
 Nothing here lists papers; entry points are dotted paths imported only when chosen: `paper.entry` names the
-agent class, `paper.loop` a `Loop`.
+agent class, `paper.loop` a `Loop`. A config can come from a run directory someone else wrote (`resume=`), so
+an entry point resolves only inside the project's own packages, `papers` and `common` of this checkout (a
+program, never a config, may trust one more with `trust_package`, e.g. a benchmark's stub agent): a dotted
+path into a run directory (`runs.<...>.utils.go`) or anywhere else is refused before anything is imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -21,12 +26,45 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
+# Top-level packages entry points may come from, and the directory each must be loaded from.
+_TRUSTED: dict[str, Path | None] = {"papers": ROOT / "papers", "common": ROOT / "common"}
+
+
+def trust_package(name: str) -> None:
+    """Let entry points also resolve inside the already-imported package or module `name` (e.g. a
+    benchmark's own `__main__`). For programs only: nothing a config says reaches this."""
+    _TRUSTED[name] = None
+
+
+def _check_trusted(dotted: str, module_name: str) -> None:
+    """Refuse `dotted` unless its top-level package is trusted and is the one of this checkout."""
+    top = module_name.split(".")[0]
+    if top not in _TRUSTED:
+        raise ConfigError(
+            f"entry point {dotted!r} is outside the project's packages: paper.entry and paper.loop must "
+            f"name a class or loop in {' or '.join(f'{p}.' for p in _TRUSTED)} (a config from a run "
+            f"directory never runs code from elsewhere)"
+        )
+    home = _TRUSTED[top]
+    if home is None:  # trusted by a program: must already be imported
+        if top not in sys.modules:
+            raise ConfigError(f"entry point {dotted!r}: the trusted module {top!r} is not imported")
+        return
+    spec = importlib.util.find_spec(top)  # finds the top-level package without running its code
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin is None or origin.parent != home:
+        raise ConfigError(
+            f"entry point {dotted!r}: package {top!r} resolves to {origin}, not to {home}; "
+            f"run from the project's checkout"
+        )
+
 
 def import_entry(dotted: str) -> Any:
     """Import `package.module.Name` and return `Name`; a one-line ConfigError when it does not exist."""
     module_name, _, attr = dotted.rpartition(".")
     if not module_name:
         raise ConfigError(f"entry point {dotted!r} is not a dotted path like 'papers.drqv2.agent.DrQV2Agent'")
+    _check_trusted(dotted, module_name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

@@ -1,7 +1,10 @@
-"""Per-run plumbing shared by every loop: device, seeding, the run directory and stop signals."""
+"""Per-run plumbing shared by every loop: device, seeding, the run directory (its lock) and stop signals."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, RunDirError
 from common.registry import ROOT
 
 if TYPE_CHECKING:
@@ -153,9 +156,109 @@ class RunContext:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` atomically with `data` as JSON (a reader sees the old or the new file, never half)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(json.dumps(data, indent=1, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# What a failed write in a run directory means for the user, by errno.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def storage_problem(error: OSError) -> str:
+    """A few words for a failed write: "the disk is full", or the OS's own message."""
+    return STORAGE_ERRORS.get(error.errno or 0, error.strerror or str(error))
+
+
+def whoami() -> dict[str, Any]:
+    """This process, as a lock file and status.json name it: pid, host and since when."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+class RunLock:
+    """An exclusive lock on a run directory while one process writes it (``with RunLock(run_dir): ...``).
+
+    `flock` on `<run_dir>/.lock`, which names the holder (pid, host) while it is held and is empty after;
+    the kernel releases the lock when the process exits, however it dies, so a stale file never blocks
+    anyone. A second process (e.g. a second `resume=` of the same run) gets a one-line `RunDirError` naming
+    the holder and has written nothing.
+    On NFS, Linux maps flock to byte-range locks that the server arbitrates between hosts.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / self.FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(
+                f"run directory {self.path.parent} cannot be written ({storage_problem(e)}); "
+                f"make it writable, or copy the run elsewhere and resume the copy"
+            ) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 4096).decode(errors="replace")
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise RunDirError(f"cannot lock run directory {self.path.parent}: {e}") from e
+            raise RunDirError(
+                f"run directory {self.path.parent} is in use by {describe_holder(holder)}; "
+                f"wait for it to end, or stop it first"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(whoami()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):  # empty while nobody holds it
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    @classmethod
+    def held(cls, run_dir: Path) -> bool:
+        """Whether a live process holds the lock of `run_dir` (tells a dead "running" run from a live one)."""
+        try:
+            fd = os.open(run_dir / cls.FILE, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+def describe_holder(text: str) -> str:
+    """ "process 123 on host h (since ...)" from a lock file's content; "another process" if unreadable."""
+    try:
+        holder = json.loads(text)
+        return f"process {holder['pid']} on host {holder['host']} (since {holder['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def new_run_info(cfg: DictConfig) -> dict[str, Any]:
@@ -171,7 +274,7 @@ def new_run_info(cfg: DictConfig) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "command": " ".join(sys.argv),
+        "command": os.environ.get("RLREPRO_COMMAND") or " ".join(sys.argv),  # the user's, not submitit's
         "wandb_id": uuid.uuid4().hex[:8],
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "packages": package_versions(),

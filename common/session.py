@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -30,8 +30,10 @@ from omegaconf import DictConfig
 
 from common.agent import Policy
 from common.checkpoint import Checkpointer, SavesToDirectory, resume_agent
+from common.divergence import DivergenceWatch, first_nonfinite, learning_rate_knobs
 from common.envs import Env
 from common.envs.base import EnvSpec
+from common.errors import Diverged
 from common.logger import RunLogger
 from common.registry import import_entry
 from common.runtime import RunContext, StopFlag
@@ -130,6 +132,8 @@ class RunSession:
         if self.resumed is not None:
             self.logger.restore(self.resumed["logger"])
         self.clock = time.perf_counter()
+        self.knobs = learning_rate_knobs(cfg)
+        DivergenceWatch(agent, self.diverged)  # checks every update's metrics and every action
 
     @property
     def stopped(self) -> bool:
@@ -155,7 +159,22 @@ class RunSession:
             "logger": self.logger.positions(),
             **extra,
         }
+        bad = first_nonfinite(state["agent"])
+        if bad is not None:  # never written: `latest` keeps naming the last finite checkpoint
+            self.diverged(f"the agent's {bad} is not finite")
         return self.checkpointer.save(self.c["step"] * self.frames_per_step, state, self.meta, self.saved)
+
+    def diverged(self, what: str) -> NoReturn:
+        """Stop the run: `what` (a loss, an action, a weight) is not finite. Nothing more is written."""
+        self.logger.close()
+        step = int(self.c["step"])
+        latest = self.checkpointer.latest()
+        kept = f"checkpoints/latest stays {latest.name}" if latest else "no checkpoint was written"
+        knobs = (
+            f"the learning rate ({', '.join(self.knobs)})" if self.knobs else "the step sizes (paper.agent.*)"
+        )
+        at = f"step {step}" + (f" (frame {step * self.frames_per_step})" if self.frames_per_step > 1 else "")
+        raise Diverged(f"training diverged at {at}: {what}; {kept}; lower {knobs} and start a new run")
 
     def evaluate(self, env: Env, step: int, episodes: int) -> dict[str, float] | None:
         """`episodes` deterministic episodes in `env`, shown on the progress bar; None if a signal cut them,

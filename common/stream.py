@@ -319,8 +319,16 @@ class StreamObservations:
         self._raw = self._normed = None
 
     def state_dict(self) -> dict[str, Any]:
-        return self.normalizer.stats.state_dict()
+        """The statistics and the cached current observation: a run checkpointed mid-episode resumes with
+        that observation already counted, as an uninterrupted run would."""
+        cached: dict[str, torch.Tensor | None] = {"raw": None, "normed": None}
+        if self._raw is not None and self._normed is not None:
+            raw = np.array(self._raw)  # act() may hold any array-like; the cache compares by value
+            cached = {"raw": torch.from_numpy(raw), "normed": torch.from_numpy(self._normed.copy())}
+        return {**self.normalizer.stats.state_dict(), **cached}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.normalizer.stats.load_state_dict(state)
-        self.forget()
+        raw, normed = state.get("raw"), state.get("normed")  # absent in checkpoints of earlier versions
+        self._raw = None if raw is None else raw.numpy()
+        self._normed = None if normed is None else normed.numpy()

@@ -75,11 +75,22 @@ def assert_kill_and_resume_identical(args: tuple[str, ...], tmp_path: Path, poll
     assert json.loads((killed / "status.json").read_text())["state"] == "running"  # really interrupted
 
     run_cli(f"resume={killed}", check=True)
+    assert_runs_identical(full, killed)
+
+
+def assert_runs_identical(expected: Path, run_dir: Path) -> None:
+    """`run_dir` logged exactly the train and eval rows of `expected` (wall-clock fields aside), row by row,
+    and ended with the same score."""
+    import json
+
     for name in ("eval.jsonl", "train.jsonl"):
-        assert metric_rows(killed / name) == metric_rows(full / name), name
+        want, got = metric_rows(expected / name), metric_rows(run_dir / name)
+        assert len(got) == len(want), f"{name}: {len(got)} rows, expected {len(want)}"
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            assert a == b, f"{name} row {i} differs: {a} != {b}"
     assert (
-        json.loads((killed / "status.json").read_text())["score"]
-        == json.loads((full / "status.json").read_text())["score"]
+        json.loads((run_dir / "status.json").read_text())["score"]
+        == json.loads((expected / "status.json").read_text())["score"]
     )
 
 

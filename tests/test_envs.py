@@ -328,6 +328,85 @@ def test_gym_rng_state_before_the_first_reset_keeps_the_seed() -> None:
         np.testing.assert_array_equal(other.reset().obs, env.reset().obs)
 
 
+# ---- simulator state (mid-episode checkpoints) ----
+
+
+def _weights_only_round_trip(state: Any) -> Any:
+    """What a checkpoint gives back: `torch.save`, then `torch.load(weights_only=True)`."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "make"),
+    [
+        (CHEETAH, dict(action_repeat=2)),
+        (dict(domain="reacher", task="hard"), dict(action_repeat=2)),  # its reset moves the target geom
+        (dict(domain="cartpole", task="swingup"), dict(pixels=True, frame_stack=3, action_repeat=2)),
+        (HOPPER, dict(action_repeat=2)),  # terminates early: episodes of several lengths
+        (HOPPER, dict(pixels=True, frame_stack=2)),
+        (dict(id="Pendulum-v1"), dict(time_feature=True)),  # classic control, with stream-x's time feature
+        (dict(id="CartPole-v1", suite="gym_discrete", camera=None), dict()),
+    ],
+    ids=["dmc", "dmc-model-edit", "dmc-pixels", "gym-mujoco", "gym-pixels", "classic-time", "discrete"],
+)
+def test_a_restored_env_continues_exactly_as_the_captured_one(values: dict, make: dict) -> None:
+    from common.envs.time_feature import TimeFeature
+
+    cfg = env_cfg(**values, max_episode_frames=24)
+    time_feature = make.pop("time_feature", False)
+    with opened(cfg, seed=5, **make) as captured, opened(cfg, seed=5, **make) as restored:
+        if time_feature:
+            captured, restored = TimeFeature(captured), TimeFeature(restored)
+        spec = captured.spec
+        rng = np.random.default_rng(0)
+
+        def act() -> Any:
+            n = getattr(captured, "num_actions", None)
+            return rng.integers(n) if n else rng.uniform(-1, 1, spec.action_shape).astype(np.float32)
+
+        step = captured.reset()
+        for _ in range(17):  # into the first or a later episode
+            step = captured.reset() if step.done else captured.step(act())
+        state = captured.get_state()
+        assert state is not None
+        restored.reset()
+        restored.step(act())  # whatever it was doing before, set_state decides what follows
+        restored.set_state(_weights_only_round_trip(state))
+        for _ in range(40):  # on through episode ends and resets
+            if step.done:
+                step, other = captured.reset(), restored.reset()
+            else:
+                action = act()
+                step, other = captured.step(action), restored.step(action)
+            np.testing.assert_array_equal(other.obs, step.obs)
+            assert (other.reward, other.terminated, other.truncated) == (
+                step.reward,
+                step.terminated,
+                step.truncated,
+            )
+            assert (other.episode_return, other.episode_length) == (step.episode_return, step.episode_length)
+
+
+def test_an_env_that_cannot_capture_its_state_says_none() -> None:
+    from common.envs import FrameStack
+    from common.envs.base import EnvSpec, env_state
+    from common.envs.time_feature import TimeFeature
+
+    class Bare:  # a new suite's env without get_state / set_state
+        spec = EnvSpec((3, 8, 8), np.dtype(np.uint8), (3, 8, 8), 1, (1,), 1, 10, True)
+
+    assert env_state(Bare()) is None  # type: ignore[arg-type]
+    assert FrameStack(Bare(), 2).get_state() is None  # type: ignore[arg-type]
+    assert TimeFeature(Bare()).get_state() is None  # type: ignore[arg-type]
+
+
 # ---- cameras ----
 
 
@@ -385,9 +464,9 @@ def test_unknown_camera(values: dict, pattern: str) -> None:
         ),
         (dict(id="Hopper-v99"), EnvError, r"unknown Gymnasium env id 'Hopper-v99'"),
         (
-            dict(domain="cheetah", task="run", suite="atari"),
+            dict(domain="cheetah", task="run", suite="procgen"),
             ConfigError,
-            r"env.suite must be 'dmc', 'gym' or 'gym_discrete'",
+            r"env.suite must be 'dmc', 'gym', 'gym_discrete', .* got 'procgen'",
         ),
     ],
     ids=["dmc_task", "dmc_domain", "gym_id", "suite"],

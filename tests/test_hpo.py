@@ -203,3 +203,103 @@ def test_an_interrupted_study_resumes_to_completion_and_retries_the_lost_trial(t
     assert states == [(0, "complete"), (1, "fail"), (2, "complete"), (3, "complete")]
     assert report["history"][2]["params"] == report["history"][1]["params"]  # the lost trial, tried again
     assert set(report["test_scores"]) == {"100"} and (study_dir / "tuned.yaml").exists()
+
+
+def _running_trial(study_dir: Path) -> tuple[int, int] | None:
+    """(trial number, worker pid) of a trial whose run is training, read from the study's journal."""
+    from common.hpo.study import StudySpec, open_study
+
+    if not (study_dir / "study.journal").exists():
+        return None
+    study = open_study(StudySpec.load(study_dir), study_dir)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        status = study_dir / "trials" / f"{t.number:04d}_s0" / "status.json"
+        who = t.user_attrs.get("worker")
+        if who and status.exists() and json.loads(status.read_text())["state"] == "running":
+            return t.number, int(who["pid"])
+    return None
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes_its_budget(tmp_path):
+    """Before: the killed worker's trial stayed RUNNING, counted towards --trials and was never retried."""
+    space = _space_file(
+        tmp_path,
+        overrides=["debug=smoke", "paper.train.num_frames=400"],
+        pruner={"name": "none"},
+        sampler={"name": "random", "seed": 0},
+    )
+    study_dir = tmp_path / "study"
+    args = [str(space), "--trials", "2", "--seeds", "0", "--test-seeds", "100", "--workers", "2"]
+    args += ["--study-dir", str(study_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.hpo", *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, found = time.time() + 300, None
+        while found is None:
+            assert proc.poll() is None and time.time() < deadline, "no trial started training"
+            time.sleep(0.2)
+            found = _running_trial(study_dir)
+        lost, pid = found
+        os.kill(pid, signal.SIGKILL)  # one of the two workers dies mid-trial; the driver and the other live
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((study_dir / "report.json").read_text())
+    history = {h["trial"]: h for h in report["history"]}
+    assert history[lost]["state"] == "fail"
+    complete = [h for h in report["history"] if h["state"] == "complete"]
+    assert len(complete) == 2  # the full budget of completed trials
+    retries = [h for h in complete if h["params"] == history[lost]["params"]]
+    assert retries and retries[0]["trial"] > lost  # the lost trial, tried again
+    info = json.loads(next((study_dir / "trials").glob("*/run.json")).read_text())
+    assert info["command"].startswith("python -m common.hpo ") and "--workers 2" in info["command"]
+
+
+def test_an_impossible_slurm_request_is_refused_before_the_study_is_written(tmp_path):
+    """`sbatch --test-only` refuses (a fake sbatch here: the real one in tests/test_slurm.py)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\necho 'sbatch: error: CPU count per node can not be satisfied' >&2\n"
+        "echo 'sbatch: error: Batch job submission failed: "
+        "Requested node configuration is not available' >&2\n"
+        "exit 1\n"
+    )
+    sbatch.chmod(0o755)
+    study_dir = tmp_path / "study"
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.hpo", str(SMOKE_SPACE), "--launcher", "slurm", "--study-dir",
+         str(study_dir), "hydra.launcher.cpus_per_task=512"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WANDB_MODE": "disabled"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: SLURM cannot run this request (") and "--cpus-per-task=512" in last
+    assert "Requested node configuration is not available" in last
+    assert not study_dir.exists()  # no study.json, journal or .submitit/
+
+
+def test_a_retried_trial_takes_the_lost_ones_place_in_the_budget():
+    """Before: four trials minus one retry counted 3 of --trials 3 (the lost trial counted, its retry
+    waiting), so no worker ran the retry."""
+    from common.hpo.study import _counted, _to_run
+
+    study = optuna.create_study()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for value in (1.0, None, 2.0):  # trial 1 was lost (its worker died), the others completed
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+        trial = optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=value, state=state)
+        study.add_trial(trial)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"retry_of": 1})
+    spec = _smoke_spec(n_trials=3)
+    assert _counted(study) == 2 and _to_run(study, spec)  # trials 0 and 2; the retry still to run
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # runs the waiting retry
+    assert study.trials[-1].user_attrs["retry_of"] == 1
+    assert _counted(study) == 3 and not _to_run(study, spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import numpy as np
@@ -410,6 +411,137 @@ def test_load_mismatch_names_the_field_and_the_fix(tmp_path):
     np.save(tmp_path / "reward.npy", np.zeros(3, np.float64))
     with pytest.raises(CheckpointError, match=r"reward\.npy holds float64"):
         make(capacity=30).load(tmp_path)
+
+
+# ------------------------------------------------------------------------------- checkpoints as segments
+
+
+def _ring(buf: NStepReplay) -> dict[str, object]:
+    """Everything a sample or a later `add` depends on: the filled slots and the counters."""
+    n = len(buf)
+    arrays = {name: getattr(buf, f"_{name}")[:n].copy() for name in ("frame", "action", "reward", "end",
+                                                                      "episode_start")}  # fmt: skip
+    counters = (buf._total, buf._current_start, buf._ended, buf._num_ends, buf.num_transitions())
+    return {"counters": counters, "rng": buf._rng.bit_generator.state, **arrays}
+
+
+def _assert_same_ring(a: NStepReplay, b: NStepReplay) -> None:
+    ra, rb = _ring(a), _ring(b)
+    assert ra.keys() == rb.keys()
+    for key in ra:
+        np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)  # type: ignore[arg-type]
+
+
+def _segment_files(directory) -> set[str]:
+    return {f.name for f in directory.iterdir() if f.name.endswith(".npy")}
+
+
+def _checkpointer(tmp_path, keep=2):
+    from common.checkpoint import Checkpointer
+
+    return Checkpointer(tmp_path, keep=keep)
+
+
+def test_a_resume_from_segments_restores_the_identical_ring(tmp_path):
+    buf, store = make(capacity=30, seed=5), tmp_path / "store"
+    buf.segment_store = store
+    p = _fill(buf, episodes=5)
+    buf.save(tmp_path / "a")
+    p.add(1.0)
+    buf.end_episode()  # a step already in segment a changes: the next manifest patches it
+    p = _fill(buf, episodes=9, seed=4)  # wraps the 30-step ring: a's oldest steps fall out
+    buf.sample(16)
+    buf.save(tmp_path / "b")
+    restored = make(capacity=30, seed=99)
+    restored.load(tmp_path / "b")
+    _assert_same_ring(buf, restored)
+    whole = make(capacity=30, seed=98)  # the segments hold what a whole-buffer save holds
+    buf.segment_store = None
+    buf.save(tmp_path / "whole")
+    whole.load(tmp_path / "whole")
+    _assert_same_ring(whole, restored)
+    q = Player(restored)  # both continue identically
+    q.frames, q.ep, q.step = deque(p.frames, maxlen=K), p.ep, p.step
+    for player in (p, q):
+        player.add(1.0, terminated=True)
+    _assert_batches_equal(buf.sample(64), restored.sample(64))
+
+
+def test_a_second_checkpoint_writes_only_the_new_segment(tmp_path):
+    checkpoints, buf = _checkpointer(tmp_path), make(capacity=100)
+    p = _fill(buf, episodes=4)
+    first = checkpoints.save(1, {}, {}, buf)
+    store = checkpoints.dir / "replay_segments"
+    before = {f.name: f.stat().st_ino for f in store.iterdir()}
+    assert len(before) == 5 and _segment_files(first / "replay") == set(before)
+    total = buf._total
+    for _ in range(7):
+        p.add(0.5)
+    second = checkpoints.save(2, {}, {}, buf)
+    new = {f for f in store.iterdir() if f.name not in before}
+    assert len(new) == 5  # one file per array, holding just the 7 new steps
+    assert all(np.load(f).shape[0] == 7 and f.name.startswith(f"{total:012d}-{total + 7:012d}") for f in new)
+    for name, inode in before.items():  # the old segment is linked, not written again
+        assert (second / "replay" / name).stat().st_ino == inode == (first / "replay" / name).stat().st_ino
+    restored = make(capacity=100)
+    checkpoints.load(second, {}, restored)
+    _assert_same_ring(buf, restored)
+
+
+def test_gc_removes_segments_no_kept_checkpoint_references(tmp_path):
+    checkpoints, buf = _checkpointer(tmp_path, keep=2), make(capacity=20)
+    p = _fill(buf, episodes=1)
+    for frame in range(1, 8):
+        for _ in range(9):  # 9 new steps per checkpoint in a 20-step ring: old segments fall out
+            p.add(1.0)
+        checkpoints.save(frame, {}, {}, buf)
+    kept = sorted(checkpoints.dir.glob("frame_*"))
+    assert [c.name for c in kept] == ["frame_0000000006", "frame_0000000007"]
+    referenced = set().union(*(_segment_files(c / "replay") for c in kept))
+    assert _segment_files(checkpoints.dir / "replay_segments") == referenced
+    assert len(referenced) < 5 * 7  # earlier segments were deleted
+    for c in kept:
+        for seg in json.loads((c / "replay" / "replay.json").read_text())["segments"]:
+            assert seg["end"] > json.loads((c / "replay" / "replay.json").read_text())["total"] - 20
+    restored = make(capacity=20)
+    checkpoints.load(kept[-1], {}, restored)
+    _assert_same_ring(buf, restored)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except OSError` cleans up."""
+
+
+def test_a_kill_while_writing_a_segment_leaves_latest_intact(tmp_path, monkeypatch):
+    import common.buffers.replay as replay_module
+
+    checkpoints, buf = _checkpointer(tmp_path), make(capacity=50)
+    p = _fill(buf, episodes=3)
+    checkpoints.save(1, {}, {}, buf)
+    expected = make(capacity=50)
+    checkpoints.load(checkpoints.latest(), {}, expected)
+    for _ in range(4):
+        p.add(1.0)
+
+    def killed(self, start, end):  # the first segment file of checkpoint 2 has its header only
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(replay_module.NStepReplay, "_slot_runs", killed)
+        with pytest.raises(_Killed):
+            checkpoints.save(2, {}, {}, buf)
+    store = checkpoints.dir / "replay_segments"
+    assert any(f.name.endswith(".tmp") for f in store.iterdir())  # the half-written file is there
+    assert checkpoints.latest().name == "frame_0000000001"
+    after_kill = make(capacity=50)
+    checkpoints.load(checkpoints.latest(), {}, after_kill)
+    _assert_same_ring(expected, after_kill)
+
+    checkpoints.save(2, {}, {}, buf)  # the next save completes, and its clean-up removes the debris
+    assert not any(f.name.endswith(".tmp") for f in store.iterdir())
+    restored = make(capacity=50)
+    checkpoints.load(checkpoints.latest(), {}, restored)
+    _assert_same_ring(buf, restored)
 
 
 # --------------------------------------------------------------------------------------- config and memory

@@ -70,6 +70,7 @@ def test_a_two_job_multirun_runs_on_slurm_and_writes_its_run_dirs(tmp_path):
         assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
         info = json.loads((run_dir / "run.json").read_text())
         assert info["seed"] == seed and info["slurm_job_id"]  # it ran inside a SLURM job
+        assert info["command"].startswith("run.py -m hydra/launcher=slurm paper=sac")  # not submitit's
         assert (run_dir / "eval.jsonl").read_text().count("\n") == 3  # frames 0, 200, 400
     print(f"two-job multirun: {time.time() - start:.1f} s")
 
@@ -105,33 +106,101 @@ def test_an_hpo_study_with_two_slurm_workers_prunes_and_evaluates_on_test_seeds(
     print(f"HPO on SLURM: {states}, {time.time() - start:.1f} s")
 
 
-def test_a_cancelled_job_fails_the_multirun_within_bounded_time(tmp_path):
-    name = f"cancel-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
+def _job_of(name: str, deadline_s: float, proc: subprocess.Popen[str]) -> str:
+    """The id of the RUNNING SLURM job named `name` (waiting for it to start)."""
+    deadline = time.time() + deadline_s
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "the job never started"
+        out = subprocess.run(
+            ["squeue", "-h", "-n", name, "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
+        )
+        if out.stdout.strip():
+            return out.stdout.split()[0]
+        time.sleep(0.5)
+
+
+def _multirun_with_a_long_second_job(
+    tmp_path: Path, name: str, frames: int = 10_000_000
+) -> subprocess.Popen[str]:
+    """Two jobs: a short one (400 frames) and a long one of `frames` (by default: until it is cancelled)."""
+    return subprocess.Popen(
         [sys.executable, "run.py", "-m", "hydra/launcher=slurm", "paper=sac", "env=cheetah_run",
-         "debug=smoke", "paper.train.num_frames=10000000", f"hydra.launcher.name={name}",
-         f"hydra.sweep.dir={tmp_path}"],
+         "debug=smoke", f"paper.train.num_frames=400,{frames}", "hydra.launcher.array_parallelism=2",
+         f"hydra.launcher.name={name}", f"hydra.sweep.dir={tmp_path}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **SLURM_ENV},
     )  # fmt: skip
+
+
+def _wait_for_the_long_job_alone(
+    tmp_path: Path, proc: subprocess.Popen[str], deadline_s: float = 180
+) -> None:
+    """Until the long run has started and the short one has finished (on a loaded machine the short one can
+    still be running when the long one starts; both jobs carry the same name)."""
+    deadline = time.time() + deadline_s
+    short = tmp_path / "0_sac_cheetah_run_s1" / "status.json"
+    while not (
+        (tmp_path / "1_sac_cheetah_run_s1" / "train.jsonl").exists()
+        and short.exists()
+        and json.loads(short.read_text()).get("state") == "finished"
+    ):
+        assert proc.poll() is None and time.time() < deadline, "the long run never started alone"
+        time.sleep(0.5)
+
+
+def _assert_names_the_unfinished_run(tmp_path: Path, returncode: int, err: str) -> None:
+    """Exit status 1, the interrupted run listed with the command that continues it, the finished one not."""
+    assert returncode == 1, err[-3000:]
+    lines = [line.strip() for line in err.splitlines()]
+    second = [line for line in lines if line.startswith(f"{tmp_path / '1_sac_cheetah_run_s1'}: ")]
+    assert len(second) == 1, err[-3000:]
+    assert "python run.py resume=" in second[0] or "start it again with: python run.py" in second[0]
+    assert not any(line.startswith(f"{tmp_path / '0_sac_cheetah_run_s1'}: ") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_a_cancelled_job_fails_the_multirun_naming_the_run_and_how_to_continue_it(tmp_path):
+    """Before: scancel (SIGTERM: the run checkpoints and returns) ended the multirun with exit 0, silently."""
+    name = f"cancel-{uuid.uuid4().hex[:8]}"
+    proc = _multirun_with_a_long_second_job(tmp_path, name)
     try:
-        deadline, job = time.time() + 120, ""
-        while not job:
-            assert proc.poll() is None and time.time() < deadline, "the job never started"
-            out = subprocess.run(
-                ["squeue", "-h", "-n", name, "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
-            )
-            job = out.stdout.strip()
-            time.sleep(0.5)
+        _wait_for_the_long_job_alone(tmp_path, proc)
+        out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %j"], capture_output=True, text=True)
+        jobs = [line.split()[0] for line in out.stdout.splitlines()]
+        subprocess.run(["scancel", "--name", name], check=True)  # the long job: the short one is done
         cancelled = time.time()
-        subprocess.run(["scancel", job.split()[0]], check=True)
-        _, err = proc.communicate(timeout=120)  # bounded: accounting reports the state to submitit
+        _, err = proc.communicate(timeout=180)  # bounded: accounting reports the state to submitit
     finally:
         if proc.poll() is None:
             proc.kill()
-    waited = time.time() - cancelled
-    assert proc.returncode != 0
-    assert "CANCELLED" in err or "UncompletedJobError" in err, err[-2000:]
-    print(f"cancelled job reported after {waited:.1f} s")
+    _assert_names_the_unfinished_run(tmp_path, proc.returncode, err)
+    print(f"cancelled job(s) {jobs} reported after {time.time() - cancelled:.1f} s")
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint_and_the_multirun_waits_for_it(tmp_path):
+    """`scontrol requeue` (an admin's or a preemption's): SIGTERM, a checkpoint, the job back in the queue;
+    its next start continues the run (resumed, frames counted once); the multirun ends when it has, exit 0."""
+    name = f"requeue-{uuid.uuid4().hex[:8]}"
+    proc = _multirun_with_a_long_second_job(tmp_path, name, frames=20_000)
+    long_run = tmp_path / "1_sac_cheetah_run_s1"
+    try:
+        _wait_for_the_long_job_alone(tmp_path, proc)
+        deadline = time.time() + 120
+        while not (long_run / "checkpoints" / "latest").exists():  # something to resume from
+            assert proc.poll() is None and time.time() < deadline, "the long run never checkpointed"
+            time.sleep(0.5)
+        job = _job_of(name, 60, proc)
+        assert json.loads((long_run / "status.json").read_text())["state"] == "running"
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        subprocess.run(["scancel", "--name", name])
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    status = json.loads((long_run / "status.json").read_text())
+    assert status["state"] == "finished" and status["resumed"] is True, status
+    frames = [json.loads(line)["frame"] for line in (long_run / "eval.jsonl").read_text().splitlines()]
+    assert frames == sorted(set(frames)) and frames[-1] == 20_000, frames  # each evaluation logged once
 
 
 def test_an_impossible_request_is_rejected_in_one_line_before_submission(tmp_path):
@@ -174,3 +243,55 @@ def test_a_signalled_job_checkpoints_is_requeued_and_resumes_its_run(tmp_path):
     assert status["state"] == "finished" and status["resumed"] is True  # the requeued job continued the run
     frames = [json.loads(line)["frame"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert frames == list(range(0, 4001, 200))  # every evaluation exactly once across the two jobs
+
+
+def test_an_impossible_hpo_request_is_refused_before_the_study_is_written(tmp_path):
+    study_dir = tmp_path / "study"
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.hpo", str(ROOT / "conf" / "hpo" / "sac_smoke.yaml"), "--launcher",
+         "slurm", "--study-dir", str(study_dir), "hydra.launcher.cpus_per_task=512"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **SLURM_ENV},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: SLURM cannot run this request (") and "--cpus-per-task=512" in last
+    assert "Traceback" not in proc.stderr and not study_dir.exists()
+
+
+def test_an_hpo_worker_job_cancelled_mid_trial_is_retried_and_the_budget_completes(tmp_path):
+    import yaml
+
+    space = yaml.safe_load((ROOT / "conf" / "hpo" / "sac_smoke.yaml").read_text())
+    space["overrides"] = ["debug=smoke", "paper.train.num_frames=2000"]
+    space["sampler"] = {"name": "random", "seed": 0}
+    space["pruner"] = {"name": "none"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    study_dir = tmp_path / "study"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.hpo", str(path), "--trials", "3", "--seeds", "0",
+         "--test-seeds", "100", "--workers", "2", "--launcher", "slurm", "--study-dir", str(study_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **SLURM_ENV},
+    )  # fmt: skip
+    try:
+        deadline, job = time.time() + 300, None
+        while job is None:  # a trial training inside a worker job: cancel that job
+            assert proc.poll() is None and time.time() < deadline, "no trial started training"
+            time.sleep(0.5)
+            for status in study_dir.glob("trials/*/status.json"):
+                info = status.parent / "run.json"
+                if json.loads(status.read_text())["state"] == "running" and info.exists():
+                    job = json.loads(info.read_text())["slurm_job_id"]
+                    lost = int(status.parent.name.split("_")[0])
+                    break
+        subprocess.run(["scancel", "--signal=KILL", "--full", str(job)], check=True)
+        _, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((study_dir / "report.json").read_text())
+    history = {h["trial"]: h for h in report["history"]}
+    assert history[lost]["state"] == "fail"
+    complete = [h for h in report["history"] if h["state"] == "complete"]
+    assert len(complete) == 3 and any(h["params"] == history[lost]["params"] for h in complete)

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import secrets
+import shutil
 
 import numpy as np
 
@@ -30,7 +33,8 @@ from common.envs.base import EnvSpec
 from common.errors import CheckpointError, ConfigError
 
 _CONTINUES, _TRUNCATED, _TERMINATED = 0, 1, 2
-_FORMAT = "rlrepro.NStepReplay/1"
+_WHOLE = "rlrepro.NStepReplay/1"  # the filled ring as whole arrays
+_SEGMENTS = "rlrepro.NStepReplay/2"  # a manifest of append-only segments
 _ARRAYS = ("frame", "action", "reward", "end", "episode_start")
 
 
@@ -75,6 +79,13 @@ class NStepReplay:
         self._current_start = 0  # absolute index of the newest episode's first step
         self._ended = True  # whether the newest episode has ended (True before any episode)
         self._num_ends = 0  # episode-ending steps still in the ring
+        # Checkpoints as append-only segments (see `save`): where they live, which hold which steps, up to
+        # which step they reach, and steps whose end was changed after their segment was written.
+        self.segment_store: pathlib.Path | None = None
+        self._segments: list[dict] = []
+        self._saved_upto = 0
+        self._patched_ends: list[tuple[int, int]] = []
+        self._source: pathlib.Path | None = None  # the directory loaded from: segments to link from
 
     # ------------------------------------------------------------------ adding
 
@@ -102,6 +113,8 @@ class NStepReplay:
         self._end[(self._total - 1) % self.capacity] = _TRUNCATED
         self._num_ends += 1
         self._ended = True
+        if self._total <= self._saved_upto:  # that step is in a segment already: the manifest patches it
+            self._patched_ends.append((self._total - 1, _TRUNCATED))
 
     def _write(self, obs: np.ndarray, action: np.ndarray, reward: float, end: int) -> None:
         obs = np.asarray(obs)
@@ -248,7 +261,6 @@ class NStepReplay:
 
     def _meta(self) -> dict:
         return {
-            "format": _FORMAT,
             "capacity": self.capacity,
             "frame_shape": list(self._frame_shape),
             "frame_stack": self._k,
@@ -256,14 +268,8 @@ class NStepReplay:
             "action_shape": list(self._action_shape),
         }
 
-    def save(self, directory: pathlib.Path) -> None:
-        """Write the filled part of the ring as .npy files plus `replay.json` (counters, RNG); no pickle."""
-        directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stored = len(self)
-        for name in _ARRAYS:
-            np.save(directory / f"{name}.npy", getattr(self, f"_{name}")[:stored], allow_pickle=False)
-        state = {
+    def _state(self) -> dict:
+        return {
             **self._meta(),
             "nstep": self.nstep,
             "discount": self.discount,
@@ -273,9 +279,87 @@ class NStepReplay:
             "num_ends": self._num_ends,
             "rng": self._rng.bit_generator.state,
         }
+
+    def save(self, directory: pathlib.Path) -> None:
+        """Write the ring into `directory` (plain .npy files and a JSON manifest, no pickle).
+
+        Without a `segment_store`, the whole filled ring (`frame.npy`, ...: a self-contained copy). With one,
+        only the steps added since the last save become a new segment in the store; `directory` gets hard
+        links to every segment still in the ring and `replay.json` lists them."""
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.segment_store is None:
+            stored = len(self)
+            for name in _ARRAYS:
+                np.save(directory / f"{name}.npy", getattr(self, f"_{name}")[:stored], allow_pickle=False)
+            state = {"format": _WHOLE, **self._state()}
+        else:
+            segments = self._save_segments(directory, pathlib.Path(self.segment_store))
+            oldest = self._total - len(self)
+            patched = [(t, end) for t, end in self._patched_ends if t >= oldest]
+            state = {"format": _SEGMENTS, **self._state(), "segments": segments, "patched_ends": patched}
+            self._segments, self._saved_upto, self._patched_ends = segments, self._total, patched
         tmp = directory / "replay.json.tmp"  # written last: its presence marks a complete save
         tmp.write_text(json.dumps(state))
         tmp.replace(directory / "replay.json")
+
+    def _save_segments(self, directory: pathlib.Path, store: pathlib.Path) -> list[dict]:
+        """Link the segments saved before that the ring still holds; write the newer steps as one more."""
+        store.mkdir(parents=True, exist_ok=True)
+        oldest = self._total - len(self)
+        segments = []
+        for seg in self._segments:
+            if seg["end"] <= oldest:
+                continue  # overwritten in the ring: no longer referenced
+            if self._link_segment(seg["name"], store, directory):
+                segments.append(seg)
+            else:  # its files are gone (a deleted store): write what the ring holds of it again
+                segments.append(self._write_segment(max(seg["start"], oldest), seg["end"], store, directory))
+        first_new = max(self._saved_upto, oldest)
+        if first_new < self._total:
+            segments.append(self._write_segment(first_new, self._total, store, directory))
+        return segments
+
+    def _link_segment(self, name: str, store: pathlib.Path, directory: pathlib.Path) -> bool:
+        for array in _ARRAYS:
+            file = f"{name}.{array}.npy"
+            sources = [store / file] + ([self._source / file] if self._source is not None else [])
+            source = next((path for path in sources if path.is_file()), None)
+            if source is None:
+                return False
+            _link_or_copy(source, directory / file)
+            if source.parent != store and not (store / file).exists():
+                _link_or_copy(source, store / file)  # later saves link from the store
+        return True
+
+    def _write_segment(self, start: int, end: int, store: pathlib.Path, directory: pathlib.Path) -> dict:
+        """Absolute steps [start, end) as one .npy file per array, written once into `store` (complete
+        files only: written under a temporary name, flushed, renamed) and hard-linked into `directory`."""
+        name = f"{start:012d}-{end:012d}-{secrets.token_hex(4)}"  # unique: a resume may redo these steps
+        for array in _ARRAYS:
+            data = getattr(self, f"_{array}")
+            final, tmp = store / f"{name}.{array}.npy", store / f".{name}.{array}.npy.tmp"
+            with tmp.open("wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(data.dtype), "fortran_order": False,
+                          "shape": (end - start, *data.shape[1:])}  # fmt: skip
+                np.lib.format.write_array_header_1_0(f, header)
+                for _, slots in self._slot_runs(start, end):
+                    data[slots].tofile(f)  # contiguous slices: written without a copy
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _link_or_copy(final, directory / final.name)
+        return {"name": name, "start": start, "end": end}
+
+    def _slot_runs(self, start: int, end: int) -> list[tuple[slice, slice]]:
+        """Absolute steps [start, end) as (rows of a segment, slots of the ring): at most two runs."""
+        runs, t = [], start
+        while t < end:
+            slot = t % self.capacity
+            n = min(end - t, self.capacity - slot)
+            runs.append((slice(t - start, t - start + n), slice(slot, slot + n)))
+            t += n
+        return runs
 
     def load(self, directory: pathlib.Path) -> None:
         """Restore a buffer written by `save` into this one; CheckpointError if it was built differently."""
@@ -291,30 +375,49 @@ class NStepReplay:
             raise CheckpointError(
                 f"{meta_path} is unreadable ({e}); the save was interrupted, delete it"
             ) from e
+        if state.get("format") not in (_WHOLE, _SEGMENTS):
+            raise CheckpointError(f"{meta_path} has format {state.get('format')!r}, not an rlrepro replay")
         for key, ours in self._meta().items():
             if state.get(key) != ours:
                 raise CheckpointError(
                     f"saved replay at {directory} has {key}={state.get(key)!r} but this run needs {ours!r}; "
                     f"load it with the settings it was saved with or start with an empty replay"
                 )
-        stored = min(int(state["total"]), self.capacity)
+        total = int(state["total"])
+        stored = min(total, self.capacity)
+        # (file pattern, rows in the file, rows to copy, slots of the ring) for each piece of the ring;
+        # every file is checked before anything is copied
+        pieces: list[tuple[pathlib.Path, int, slice, slice]] = []
+        if state["format"] == _WHOLE:
+            pieces = [(directory / "{}.npy", stored, slice(0, stored), slice(0, stored))]
+        else:
+            oldest = total - stored
+            for seg in state["segments"]:
+                name, start, end = seg["name"], int(seg["start"]), int(seg["end"])
+                for rows, slots in self._slot_runs(max(start, oldest), end):
+                    skip = max(start, oldest) - start
+                    piece_rows = slice(rows.start + skip, rows.stop + skip)
+                    pieces.append((directory / f"{name}.{{}}.npy", end - start, piece_rows, slots))
         arrays = {}
-        for name in _ARRAYS:
-            path = directory / f"{name}.npy"
-            mine = getattr(self, f"_{name}")
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise CheckpointError(
-                    f"{path} is missing or corrupt ({e}); the saved replay is incomplete"
-                ) from e
-            want = (stored, *mine.shape[1:])
-            if arr.shape != want or arr.dtype != mine.dtype:
-                raise CheckpointError(
-                    f"{path} holds {arr.dtype}{list(arr.shape)} but replay.json implies "
-                    f"{mine.dtype}{list(want)}; the saved replay is inconsistent, delete it"
-                )
-            arrays[name] = arr
+        for pattern, length, _, _ in pieces:
+            for name in _ARRAYS:
+                path = pathlib.Path(str(pattern).format(name))
+                if path in arrays:
+                    continue
+                mine = getattr(self, f"_{name}")
+                try:
+                    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError) as e:
+                    raise CheckpointError(
+                        f"{path} is missing or corrupt ({e}); the saved replay is incomplete"
+                    ) from e
+                want = (length, *mine.shape[1:])
+                if arr.shape != want or arr.dtype != mine.dtype:
+                    raise CheckpointError(
+                        f"{path} holds {arr.dtype}{list(arr.shape)} but replay.json implies "
+                        f"{mine.dtype}{list(want)}; the saved replay is inconsistent, delete it"
+                    )
+                arrays[path] = arr
         rng = np.random.Generator(np.random.PCG64())
         try:
             rng.bit_generator.state = state["rng"]
@@ -322,10 +425,27 @@ class NStepReplay:
             raise CheckpointError(
                 f"{meta_path} has an invalid rng state ({e}); delete the saved replay"
             ) from e
-        for name, arr in arrays.items():  # copy from the memory map: no second full-size copy in RAM
-            getattr(self, f"_{name}")[:stored] = arr
+        for pattern, _, rows, slots in pieces:  # copy from the memory maps: no second full copy in RAM
+            for name in _ARRAYS:
+                getattr(self, f"_{name}")[slots] = arrays[pathlib.Path(str(pattern).format(name))][rows]
+        patched = [(int(t), int(end)) for t, end in state.get("patched_ends", [])]
+        for t, end in patched:
+            self._end[t % self.capacity] = end
         self._rng = rng
-        self._total = int(state["total"])
+        self._total = total
         self._current_start = int(state["current_start"])
         self._ended = bool(state["ended"])
         self._num_ends = int(state["num_ends"])
+        segmented = state["format"] == _SEGMENTS
+        self._segments = list(state["segments"]) if segmented else []
+        self._saved_upto = total if segmented else 0
+        self._patched_ends = patched
+        self._source = directory if segmented else None
+
+
+def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
+    """A hard link to `source` at `target`; a copy where the file system has no hard links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

@@ -11,26 +11,39 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from common.envs.gl import ensure_headless_gl
 
 ensure_headless_gl()  # before anything imports mujoco, dm_control or gymnasium's MuJoCo envs
 
-from common.envs.base import Env, EnvSpec, Step  # noqa: E402
+from common.envs.base import Env, EnvSpec, Step, env_state  # noqa: E402
 from common.errors import ConfigError, EnvError  # noqa: E402
 
 if TYPE_CHECKING:
     import mujoco
 
-__all__ = ["Env", "EnvSpec", "FrameStack", "Step", "make_env"]
+__all__ = ["Env", "EnvSpec", "FrameStack", "Step", "check_env_config", "make_env"]
 
 
 def make_env(
-    cfg: Mapping, *, pixels: bool, action_repeat: int, frame_stack: int, image_size: int, seed: int
+    cfg: Mapping,
+    *,
+    pixels: bool,
+    action_repeat: int,
+    frame_stack: int,
+    image_size: int,
+    seed: int,
+    evaluation: bool = False,
 ) -> Env:
     """Build the environment described by the `env` config section (read, never written).
 
-    Keys: `suite` ("dmc" | "gym" | "gym_discrete"), `name`; dmc: `domain`, `task`; gym: `id`; `camera`
+    `evaluation=True` builds the evaluation env: suites with training-only preprocessing (Atari: a lost life
+    ends the episode, clipped rewards) leave it out there.
+
+    Keys: `suite` ("dmc" | "gym" | "gym_discrete" | "minatar" | "atari" | "minigrid"), `name`; dmc: `domain`,
+    `task`; gym: `id`; minatar: `game` (common/envs/minatar.py); atari: `game` (common/envs/atari.py);
+    minigrid: `id` (common/envs/minigrid.py); `camera`
     (index or name; null = the suite's default view), `max_episode_frames` (null = the task's own limit),
     `fast_render` (tests only: cheaper rendering that changes the pixels).
     """
@@ -70,15 +83,67 @@ def make_env(
         from common.envs.gym_mujoco import make_gym
 
         env = make_gym(_required(cfg, "id"), **common)
+    elif suite == "gym_sparse":
+        from common.envs.sparse import make_sparse
+
+        env = make_sparse(_required(cfg, "id"), **common)
     elif suite == "gym_discrete":
         from common.envs.discrete import make_discrete_env
 
         return make_discrete_env(cfg, pixels=pixels, action_repeat=action_repeat, seed=seed)
+    elif suite == "minatar":
+        from common.envs.minatar import make_minatar
+
+        return make_minatar(cfg, pixels=pixels, action_repeat=action_repeat, seed=seed)
+    elif suite == "atari":
+        from common.envs.atari import make_atari
+
+        env = make_atari(
+            cfg,
+            pixels=pixels,
+            action_repeat=action_repeat,
+            image_size=image_size,
+            seed=seed,
+            evaluation=evaluation,
+        )
+    elif suite == "minigrid":
+        from common.envs.minigrid import make_minigrid
+
+        return make_minigrid(cfg, pixels=pixels, action_repeat=action_repeat, seed=seed)
     else:
-        raise ConfigError(f"env.suite must be 'dmc', 'gym' or 'gym_discrete', got {suite!r}{where}")
+        raise ConfigError(
+            "env.suite must be 'dmc', 'gym', 'gym_sparse', 'gym_discrete', 'minatar', 'atari' or 'minigrid', "
+            f"got {suite!r}{where}"
+        )
     if pixels and frame_stack > 1:
         env = FrameStack(env, frame_stack)
     return env
+
+
+def check_env_config(cfg: Mapping, *, pixels: bool, action_repeat: int, image_size: int) -> None:
+    """The suite-specific checks of `make_env` (unknown game or id, pixels where a suite has none), without
+    building anything: a run calls this before it writes its directory."""
+    suite = cfg.get("suite")
+    if suite == "atari":
+        from common.envs.atari import check_atari_config
+
+        check_atari_config(cfg, pixels=pixels, action_repeat=action_repeat, image_size=image_size)
+    elif suite == "minigrid":
+        from common.envs.minigrid import check_minigrid_config
+
+        check_minigrid_config(cfg, pixels=pixels, action_repeat=action_repeat)
+    elif suite == "gym_sparse":
+        from common.envs.sparse import SPARSE_TASKS
+
+        if cfg.get("id") not in SPARSE_TASKS:
+            tasks = ", ".join(SPARSE_TASKS)
+            raise ConfigError(f"env {cfg.get('id')} has no sparse-reward variant; MEX has {tasks}")
+        if pixels:
+            raise ConfigError(f"the sparse-reward {cfg.get('id')} serves states only; set pixels=false")
+    elif suite == "minatar":
+        from common.envs.minatar import check_minatar_config
+
+        check_minatar_config(cfg, pixels=pixels, action_repeat=action_repeat)
 
 
 def _required(cfg: Mapping, key: str) -> str:
@@ -117,6 +182,17 @@ class FrameStack:
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self._env.set_rng_state(state)
+
+    def get_state(self) -> dict[str, Any] | None:
+        inner = env_state(self._env)
+        if inner is None:
+            return None
+        return {"env": inner, "frames": torch.from_numpy(np.stack(self._frames))}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._env.set_state(state["env"])  # type: ignore[attr-defined]  # get_state returned it
+        self._frames.clear()
+        self._frames.extend(state["frames"].numpy())
 
     def close(self) -> None:
         self._env.close()

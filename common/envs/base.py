@@ -67,3 +67,23 @@ class Env(Protocol):
     def set_rng_state(self, state: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SavesState(Protocol):
+    """What an `Env` offers, optionally, for a checkpoint taken mid-episode (see `env_state`).
+
+    `get_state()` returns everything the env's future depends on: the simulator, its RNGs and the episode's
+    counters (a dict of tensors, numbers, strings, lists and None: `torch.load(weights_only=True)`-safe), or
+    None when it cannot capture them. `set_state(state)` on an env built with the same config and seed makes
+    every later `step()` and `reset()` return what the captured env would have.
+    """
+
+    def get_state(self) -> dict[str, Any] | None: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def env_state(env: Env) -> dict[str, Any] | None:
+    """`env.get_state()`, or None when the env cannot capture its state (it has no `get_state`)."""
+    get_state = getattr(env, "get_state", None)
+    return None if get_state is None else get_state()

@@ -15,6 +15,7 @@ import numpy as np
 
 from common.envs import as_jsonable
 from common.envs.base import EnvSpec, Step
+from common.envs.gym_mujoco import capture_gym, model_baseline, restore_gym
 from common.errors import CheckpointError, ConfigError, EnvError
 
 
@@ -83,6 +84,7 @@ class GymDiscreteEnv:
             num_actions=int(env.action_space.n),
         )
         self._return, self._length, self._needs_reset = 0.0, 0, True
+        self._baseline = model_baseline(env)
 
     def reset(self) -> Step:
         obs, _ = self._env.reset(seed=self._pending_seed)
@@ -125,6 +127,20 @@ class GymDiscreteEnv:
             self._pending_seed = state["pending_seed"]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"not a gym_discrete env RNG state ({type(exc).__name__}: {exc})") from exc
+
+    def get_state(self) -> dict[str, Any] | None:
+        sim = capture_gym(self._env, self._baseline)
+        if sim is None:
+            return None
+        episode = {"return": self._return, "length": self._length, "needs_reset": self._needs_reset}
+        return {**self.get_rng_state(), "sim": sim, "episode": episode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        restore_gym(self._env, self._baseline, state["sim"])
+        self.set_rng_state(state)
+        episode = state["episode"]
+        self._return, self._length = float(episode["return"]), int(episode["length"])
+        self._needs_reset = bool(episode["needs_reset"])
 
     def close(self) -> None:
         self._env.close()

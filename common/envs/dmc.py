@@ -14,7 +14,7 @@ from typing import Any
 import dm_env
 import numpy as np
 
-from common.envs import action_affine, apply_fast_render, as_jsonable, resolve_camera
+from common.envs import action_affine, apply_fast_render, as_jsonable, mujoco_state, resolve_camera
 from common.envs.base import EnvSpec, Step
 from common.envs.gl import gl_error
 from common.errors import CheckpointError, ConfigError, EnvError
@@ -139,6 +139,7 @@ class DMCEnv:
         )
         self._task, self._physics = env.task, env.physics
         self._n_sub_steps = getattr(env, "_n_sub_steps", 1)
+        self._baseline = mujoco_state.model_arrays(env.physics.model.ptr)
 
     def _init_camera(self, label: str, camera: int | str, image_size: int, fast_render: bool) -> None:
         from dm_control.mujoco.engine import Camera
@@ -233,6 +234,42 @@ class DMCEnv:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"not a DMC env RNG state ({type(exc).__name__}: {exc})") from exc
+
+    def get_state(self) -> dict[str, Any] | None:
+        """The physics (see `mujoco_state`), the task's RNG and the episode's counters; None for an env that
+        is not a plain `control.Environment` (its step counter cannot be read)."""
+        env = self._env
+        if not self._skip_obs:
+            return None
+        physics = env.physics
+        return {
+            **self.get_rng_state(),
+            "physics": mujoco_state.capture(physics.model.ptr, physics.data.ptr, self._baseline),
+            "control": {"step_count": env._step_count, "reset_next_step": env._reset_next_step},
+            "episode": {
+                "frames": self._frames,
+                "return": self._return,
+                "length": self._length,
+                "needs_reset": self._needs_reset,
+            },
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        env = self._env
+        try:
+            # A reset first (the task builds its per-episode Python state), then everything it drew or set
+            # is overwritten with the captured values.
+            env.reset()
+            physics = env.physics
+            mujoco_state.restore(physics.model.ptr, physics.data.ptr, self._baseline, state["physics"])
+            env._step_count = int(state["control"]["step_count"])
+            env._reset_next_step = bool(state["control"]["reset_next_step"])
+            episode = state["episode"]
+            self._frames, self._return = int(episode["frames"]), float(episode["return"])
+            self._length, self._needs_reset = int(episode["length"]), bool(episode["needs_reset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"not a DMC env state ({type(exc).__name__}: {exc})") from exc
+        self.set_rng_state(state)
 
     def close(self) -> None:
         if self._camera is not None:

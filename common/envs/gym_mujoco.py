@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
-from common.envs import action_affine, apply_fast_render, as_jsonable, resolve_camera
+from common.envs import action_affine, apply_fast_render, as_jsonable, mujoco_state, resolve_camera
 from common.envs.base import EnvSpec, Step
 from common.envs.gl import gl_error
 from common.errors import CheckpointError, ConfigError, EnvError
@@ -136,6 +137,7 @@ class GymEnv:
         self._return = 0.0
         self._length = 0
         self._needs_reset = True
+        self._baseline = model_baseline(env)
 
     def _observe(self, obs: Any) -> np.ndarray:
         if self._pixels:
@@ -189,5 +191,89 @@ class GymEnv:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"not a Gymnasium env RNG state ({type(exc).__name__}: {exc})") from exc
 
+    def get_state(self) -> dict[str, Any] | None:
+        sim = capture_gym(self._env, self._baseline)
+        if sim is None:
+            return None
+        episode = {"return": self._return, "length": self._length, "needs_reset": self._needs_reset}
+        return {**self.get_rng_state(), "sim": sim, "episode": episode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        restore_gym(self._env, self._baseline, state["sim"])
+        self.set_rng_state(state)
+        episode = state["episode"]
+        self._return, self._length = float(episode["return"]), int(episode["length"])
+        self._needs_reset = bool(episode["needs_reset"])
+
     def close(self) -> None:
         self._env.close()
+
+
+# ---- the simulator state of a Gymnasium env (also used by `common.envs.discrete`) ----
+
+_CLASSIC_FIELDS = ("state", "steps_beyond_terminated", "last_u")  # what classic-control envs carry over
+
+
+def model_baseline(env: Any) -> dict[str, np.ndarray] | None:
+    """The MuJoCo model's arrays at construction (see `mujoco_state`), or None for other envs."""
+    model = getattr(env.unwrapped, "model", None)
+    return None if model is None else mujoco_state.model_arrays(model)
+
+
+def _time_limit(env: Any) -> Any:
+    from gymnasium.wrappers import TimeLimit
+
+    while not isinstance(env, TimeLimit):
+        if not hasattr(env, "env"):
+            return None
+        env = env.env
+    return env
+
+
+def capture_gym(env: Any, baseline: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
+    """The simulator (MuJoCo data, or a classic-control env's fields) and the time-limit counter of a
+    Gymnasium env built by `gymnasium.make`; None for any other kind of env (it cannot be captured)."""
+    inner, limit = env.unwrapped, _time_limit(env)
+    elapsed = None if limit is None else limit._elapsed_steps
+    if baseline is not None:
+        return {"elapsed": elapsed, "mujoco": mujoco_state.capture(inner.model, inner.data, baseline)}
+    if type(inner).__module__.startswith("gymnasium.envs.classic_control"):
+        fields = {k: _tensor_or_value(getattr(inner, k)) for k in _CLASSIC_FIELDS if hasattr(inner, k)}
+        return {"elapsed": elapsed, "classic": fields}
+    return None
+
+
+def restore_gym(env: Any, baseline: dict[str, np.ndarray] | None, saved: dict[str, Any]) -> None:
+    """Reset `env` (its wrappers then accept `step`), then overwrite what `capture_gym` saved. The caller
+    restores the RNG afterwards (the reset drew from it)."""
+    try:
+        env.reset()
+        inner, limit = env.unwrapped, _time_limit(env)
+        if limit is not None:
+            limit._elapsed_steps = saved["elapsed"]
+        if "mujoco" in saved:
+            if baseline is None:
+                raise ValueError("a MuJoCo state for an env without a MuJoCo model")
+            mujoco_state.restore(inner.model, inner.data, baseline, saved["mujoco"])
+        else:
+            for key, value in saved["classic"].items():
+                setattr(inner, key, _from_saved(value))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"not a Gymnasium env state ({type(exc).__name__}: {exc})") from exc
+
+
+def _tensor_or_value(value: Any) -> Any:
+    """Numpy arrays and scalars as tensors (tagged, to come back as what they were); other values as is."""
+    if isinstance(value, np.ndarray):
+        return {"array": torch.from_numpy(value.copy())}
+    if isinstance(value, np.generic):
+        return {"scalar": torch.from_numpy(np.asarray(value))}
+    return value
+
+
+def _from_saved(value: Any) -> Any:
+    if isinstance(value, dict) and "array" in value:
+        return value["array"].numpy().copy()
+    if isinstance(value, dict) and "scalar" in value:
+        return value["scalar"].numpy()[()]
+    return value

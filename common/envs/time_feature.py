@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from common.envs.base import Env, EnvSpec, Step
+from common.envs.base import Env, EnvSpec, Step, env_state
 
 
 class TimeFeature:
@@ -42,6 +42,14 @@ class TimeFeature:
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self._env.set_rng_state(state)
+
+    def get_state(self) -> dict[str, Any] | None:
+        inner = env_state(self._env)
+        return None if inner is None else {"env": inner, "t": self._t}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._env.set_state(state["env"])  # type: ignore[attr-defined]  # get_state returned it
+        self._t = float(state["t"])
 
     def close(self) -> None:
         self._env.close()

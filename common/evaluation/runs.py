@@ -20,7 +20,8 @@ import yaml
 from common.errors import ConfigError
 from common.evaluation.references import Bounds, bounds_for
 
-STATES = ("finished", "preempted", "running", "failed", "unknown")
+# status.json states (docs/faults.md); "interrupted": "running" on disk but no process holds the run's lock
+STATES = ("finished", "preempted", "running", "interrupted", "diverged", "pruned", "failed", "unknown")
 #: The debug preset whose runs are smoke tests (numbers that mean nothing), and its values.
 SMOKE_OVERRIDE = "debug=smoke"
 SMOKE_PRESET = Path(__file__).resolve().parents[2] / "conf" / "debug" / "smoke.yaml"
@@ -87,6 +88,27 @@ class Run:
     def bounds(self) -> Bounds | None:
         """Normalisation bounds: the dataset's (offline runs) or the env's (envs.yaml), else None."""
         return self.dataset_bounds or bounds_for(self.env)
+
+
+def _lock_free(run_dir: Path) -> bool:
+    """Whether `run_dir/.lock` exists and no process holds it (`common.runtime.RunLock`); False when the run
+    predates locks (no .lock: it cannot be told)."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False  # held by the writing process
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -194,6 +216,9 @@ def load_run(path: Path) -> Run:
     state = status.get("state", "unknown")
     if state not in STATES:
         state = "unknown"
+    if state == "running" and _lock_free(path):
+        state = "interrupted"
+        notes.append("status says running but no process holds the run (killed); resume or restart it")
     frames, returns, times = _read_eval(path / "eval.jsonl", notes)
     budget = (config.get("paper") or {}).get("train", {}).get("num_frames")
     overrides_path = path / ".hydra" / "overrides.yaml"

@@ -8,6 +8,7 @@ python -m common.hpo worker runs/hpo/sac_hopper 3      # one more worker on a ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,12 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def main(argv: list[str]) -> int:
+    # what each trial's run.json records as its command: the study's, also in workers and SLURM jobs
+    command = " ".join(["python -m common.hpo", *argv])
+    if argv[:1] == ["worker"]:
+        os.environ.setdefault("RLREPRO_COMMAND", command)  # a worker the driver started: the driver's
+    else:
+        os.environ["RLREPRO_COMMAND"] = command
     if argv[:1] == ["worker"]:
         from common.hpo.study import work
 

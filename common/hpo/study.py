@@ -6,8 +6,11 @@ other) and returns the mean of their final `metric`. Every logged evaluation is 
 `RunContext.on_eval` (step = the trial's evaluation count, so all trials compare at the same seed and frame);
 the pruner may end the trial there. Storage is an Optuna journal file in the study directory (safe on a
 shared file system for SLURM workers; never SQLite there, optuna#6036) or any RDB URL. Workers are processes
-or SLURM jobs; running the same command again resumes the study: trials left RUNNING by a dead worker are
-marked failed and their parameters tried again once.
+or SLURM jobs. A trial left RUNNING by a dead worker (its process gone from this host, its SLURM job ended
+or requeued) is marked failed and its parameters tried again once, by a live worker before its next trial or
+by the driver after the workers stop; the retry takes the lost trial's place in the --trials budget. Optuna's
+heartbeat (`fail_stale_trials`) would do this for RDB storages only, not for the journal file. Running the
+same command again resumes the study.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import socket
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +107,18 @@ def compose_run(overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def _check_group_files(overrides: Sequence[str]) -> None:
+    """Keys that the chosen paper_env/experiment files set must be in the paper's config (as in run.py)."""
+    from hydra import compose, initialize_config_dir
+
+    from common.config import check_group_files
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        choices = {str(k): v for k, v in cfg.hydra.runtime.choices.items()}
+        check_group_files(lambda o: compose("config", overrides=o), choices, CONF_DIR)
+
+
 def launcher_params(spec: StudySpec) -> dict[str, Any]:
     """The resolved `hydra/launcher=slurm` settings (conf/local/slurm.yaml, RLREPRO_SLURM_*, overrides)."""
     from hydra import compose, initialize_config_dir
@@ -146,13 +163,16 @@ def check_spec(spec: StudySpec) -> None:
         raise ConfigError(f"--launcher {spec.launcher}: use local or slurm")
     space = spec.space
     base = compose_run(spec.run_overrides(spec.tuning_seeds[0]))
+    _check_group_files(spec.run_overrides(spec.tuning_seeds[0]))
     resolved_yaml(base)
     import_loop(base.paper.loop).validate(base)
     _check_paths(space, base, spec)
     if spec.launcher == "slurm":
-        from common.hpo.slurm import check_launcher
+        from common.hpo.slurm import check_launcher, check_request
 
-        check_launcher(launcher_params(spec))
+        params = launcher_params(spec)
+        check_launcher(params)
+        check_request(params)  # SLURM could never run it: refused before the study directory is written
 
 
 def _check_paths(space: SearchSpace, base: DictConfig, spec: StudySpec) -> None:
@@ -245,10 +265,24 @@ def open_study(spec: StudySpec, study_dir: Path, worker: int = 0) -> optuna.Stud
 
 
 def _counted(study: optuna.Study) -> int:
-    """Trials that count towards --trials: all but the failed ones that were retried."""
+    """Trials that count towards --trials: all but those still waiting to run and the lost ones whose
+    parameters were enqueued again (each retry counts in place of the trial it retries)."""
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
-    retries = sum(1 for t in trials if "retry_of" in t.user_attrs)
-    return len(trials) - retries
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in retried)
+
+
+def _waiting(study: optuna.Study) -> int:
+    """Enqueued trials (retries of lost ones) that no worker has started."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _to_run(study: optuna.Study, spec: StudySpec) -> bool:
+    return _counted(study) < spec.n_trials or _waiting(study) > 0
 
 
 # -------------------------------------------------------------------------------------------- trials
@@ -265,12 +299,23 @@ def owner() -> dict[str, Any]:
 
 
 def _owner_alive(who: dict[str, Any]) -> bool:
+    if who.get("slurm_job") and who["slurm_job"] == os.environ.get("SLURM_JOB_ID"):
+        # this job, requeued since (another restart count): the process that ran the trial is gone
+        return who.get("slurm_restart") == os.environ.get("SLURM_RESTART_COUNT", "0")
     if who.get("slurm_job"):
-        out = subprocess.run(
-            ["squeue", "-h", "-j", str(who["slurm_job"]), "-o", "%T"], capture_output=True, text=True
-        )
+        try:
+            out = subprocess.run(
+                ["squeue", "-h", "-j", str(who["slurm_job"]), "-o", "%T"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return True  # cannot tell: leave it
+        if out.returncode != 0:  # a job SLURM forgot is gone; a controller that does not answer tells nothing
+            return "Invalid job id" not in out.stderr
         live = ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING", "REQUEUED")
-        return out.returncode == 0 and out.stdout.strip() in live
+        return out.stdout.strip() in live
     if who.get("host") != socket.gethostname():
         return True  # cannot tell: leave it
     try:
@@ -282,15 +327,39 @@ def _owner_alive(who: dict[str, Any]) -> bool:
     return True
 
 
+# a worker records itself on a trial within milliseconds of starting it; a trial without a worker this long
+# after its start lost its worker in between
+UNCLAIMED_S = 120.0
+
+
+def _lost(trial: optuna.trial.FrozenTrial) -> bool:
+    """A RUNNING trial whose worker is gone (killed, cancelled, its node lost)."""
+    who = trial.user_attrs.get("worker")
+    if who is None:
+        started = trial.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() > UNCLAIMED_S
+    return not _owner_alive(who)
+
+
+@contextmanager
+def recovery_lock(study_dir: Path) -> Iterator[None]:
+    """One process at a time recovers stale trials, so that a lost trial is enqueued once."""
+    with (study_dir / "recover.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def recover_stale(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose worker is gone as failed and enqueue their parameters again (once)."""
+    """Mark RUNNING trials whose worker is gone as failed and enqueue their parameters again (once).
+    Workers call this before each trial (under `recovery_lock`), so a live worker retries a dead one's
+    trial while the study runs; the driver calls it when a study starts or resumes."""
     from optuna.trial import TrialState
 
     stale = []
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
-        if t.state == TrialState.RUNNING and not _owner_alive(t.user_attrs.get("worker", {})):
+        if t.state == TrialState.RUNNING and _lost(t):
             # Optuna has no public call to fail another process's trial; the storage call is what it uses
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             stale.append(t.number)
@@ -377,10 +446,15 @@ def work(study_dir: str, worker: int) -> int:
     study = open_study(spec, path, worker)
     objective = Objective(spec, path)
     ran = 0
-    while _counted(study) < spec.n_trials:
+    while True:
+        with recovery_lock(path):
+            stale = recover_stale(study)
+        if stale:
+            print(f"hpo: trials {stale} were left running by a dead worker: retried", file=sys.stderr)
+        if not _to_run(study, spec):
+            return ran
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         ran += 1
-    return ran
 
 
 # ------------------------------------------------------------------------------------------ the driver
@@ -422,10 +496,14 @@ def run_study(spec: StudySpec, study_dir: Path) -> dict[str, Any]:
     lock = _lock(study_dir)
     try:
         study = open_study(spec, study_dir)
-        stale = recover_stale(study)
-        if stale:
-            print(f"hpo: trials {stale} were left running by a dead worker: retried", file=sys.stderr)
-        if _counted(study) < spec.n_trials:
+        # a second round when a worker died after the others had stopped (its trial was left running)
+        for _ in range(2):
+            with recovery_lock(study_dir):
+                stale = recover_stale(study)
+            if stale:
+                print(f"hpo: trials {stale} were left running by a dead worker: retried", file=sys.stderr)
+            if not _to_run(study, spec):
+                break
             _run_workers(spec, study_dir)
         try:
             best = study.best_trial

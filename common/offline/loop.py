@@ -127,14 +127,16 @@ def run_learner(
         run.log_eval(step, row)
         return True
 
-    metrics = Averager()
+    metrics = Averager()  # its sums are checkpointed: a resumed run logs the same averages
+    if run.resumed is not None and "metrics" in run.resumed:  # absent in checkpoints of earlier versions
+        metrics.load_state_dict(run.resumed["metrics"])
     log_clock, log_step = run.clock, c["step"]
     while True:
         step = c["step"]
         if (step % t.eval_every_steps == 0 or step == t.num_steps) and c["last_eval_step"] != step:
             if not evaluate_and_log(step):
                 break
-            run.save()
+            run.save(metrics=metrics.state_dict())
         if step >= t.num_steps or run.stopped:
             break
         metrics.add(agent.update(sampler.sample(p.buffer.batch_size), step))
@@ -146,7 +148,7 @@ def run_learner(
             run.log_train({**row, "updates_per_s": rate})
             log_clock, log_step = now, c["step"]
     if run.stopped and c["last_eval_step"] != c["step"]:
-        run.save()  # stopped between evaluations: keep the updates made since the last one
+        run.save(metrics=metrics.state_dict())  # stopped between evaluations: keep the updates since
     done = c["step"] >= t.num_steps
     run.close({"final_return": c["last_return"], "final_normalized_score": c["last_score"]} if done else None)
     return float(c["last_return"])
