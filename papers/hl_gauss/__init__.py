@@ -1,0 +1,1 @@
+"""Stop Regressing (Farebrother et al., ICML 2024): DQN's agent with the HL-Gauss loss (config only)."""
