@@ -56,6 +56,9 @@ bench: install ## run the benchmarks; JSON to stdout and bench/*.json (figures g
 	$(PY) bench/bench_d4rl.py | tee bench/d4rl.json
 	$(PY) bench/bench_offline.py | tee bench/offline.json
 	$(PY) bench/bench_diffusion.py | tee bench/diffusion.json
+	$(PY) bench/bench_dqn.py --threads 1 | tee bench/dqn.json
+	$(PY) bench/bench_discrete_env.py | tee bench/discrete_env.json
+	$(PY) bench/bench_td3_ppo.py --rounds 3 | tee bench/td3_ppo.json
 
 report: install ## a report from run dirs: make report RUNS="runs/sac runs/stream_ac" [OUT=report] [COMPARE=dir]
 	$(PY) -m common.report $(RUNS) --out $(or $(OUT),report) $(if $(COMPARE),--compare $(COMPARE))

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for override in args.set or [None]:
                 extra = [override] if override else []
                 cfg = compose("config", [f"paper={args.paper}", f"env={args.env}", *extra])
-                env = build_env(cfg, args.seed)
+                env = build_env(cfg, args.seed, evaluation=True)  # the whole game, raw score
                 try:
                     returns = random_return(env, args.episodes, args.seed)
                 finally:

@@ -212,10 +212,10 @@ def _numbers(value: Any, where: str) -> list[float]:
 def _run_metric(run: Any, metric: str, failed: str = "exclude") -> float | None:
     """A run's value: `final` (status score), `normalized` (by its bounds, ×100 as D4RL), or
     `json:<file>:<dotted key>` read from the run directory. `failed="last_eval"` scores a run that stopped
-    with an error (e.g. diverged) at its last evaluation instead of dropping it: dropping the runs a method
+    with an error or diverged at its last evaluation instead of dropping it: dropping the runs a method
     breaks would flatter it."""
     if metric == "final":
-        if failed == "last_eval" and run.state == "failed":
+        if failed == "last_eval" and run.state in ("failed", "diverged"):
             return run.final
         return run.final if run.complete else None
     if metric == "normalized":
