@@ -154,6 +154,7 @@ CASES: dict[str, Case] = {
     "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
     "ppo": Case("pendulum", check_ppo),
     "sac": Case("pendulum", check_replay_learner("critic_loss", "actor_loss", "alpha", "entropy")),
+    "snapshot_rl": Case("hopper", skip="needs a teacher run: tests/test_snapshot_rl.py makes one, runs it"),
     "stream_ac": Case("pendulum", check_stream),
     "stream_q": Case("cartpole", check_stream),
     "stream_td": Case("pendulum", check_stream),
