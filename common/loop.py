@@ -299,6 +299,13 @@ def run_loop(cfg: DictConfig, ctx: RunContext, learning: LearningFactory) -> flo
         eval_env.close()
 
 
+def game_over(ts: Step) -> bool:
+    """Whether an ended episode ends the game: Atari's training env ends an episode at each lost life
+    (`info["game_over"]` False) and its next `reset()` continues the game, whose return and length the
+    episode statistics keep counting; every other env ends the game with the episode."""
+    return bool(ts.info.get("game_over", True))
+
+
 def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: LearningFactory) -> float:
     p, t = cfg.paper, cfg.paper.train
     agent = make_agent(cfg, env.spec, ctx.device)
@@ -357,12 +364,13 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
     while c["step"] < total_steps:
         step = c["step"]
         if ts is None or ts.done:
-            if ts is not None and step >= c["next_ckpt_step"]:  # an episode just ended
+            if ts is not None and game_over(ts) and step >= c["next_ckpt_step"]:  # an episode just ended
                 c["next_ckpt_step"] = (step // ckpt_every + 1) * ckpt_every
                 run.save(mid_episode=False)
-            ts = env.reset()
+            if ts is None or game_over(ts):
+                episode_clock = time.perf_counter()
+            ts = env.reset()  # after a lost life (Atari's training terminal) this continues the game
             learner.begin_episode(ts)
-            episode_clock = time.perf_counter()
 
         if step % eval_every == 0 and c["last_eval_step"] != step and not evaluate_and_log(step):
             return stop_here(ts)
@@ -378,7 +386,7 @@ def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: Le
         c["updates"] += len(updates)
         run.advance()
 
-        if ts.done:
+        if ts.done and game_over(ts):  # one row per game, not per life
             c["episode"] += 1
             now = time.perf_counter()
             run.log_train(

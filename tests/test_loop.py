@@ -271,3 +271,40 @@ def test_every_paper_agent_keeps_the_contract_of_its_loop():
             assert not missing, f"{p.entry} lacks {sorted(missing)} ({p.loop} calls them)"
             checked.append(paper)
     assert {"sac", "drqv2", "drm", "td3bc", "iql", "bc", "stream_ac"} <= set(checked)
+
+
+def test_a_game_of_several_lives_is_one_train_row(tmp_path, monkeypatch):
+    """Atari's training env ends an episode at each lost life (`info["game_over"]` False) and its next reset
+    continues the game: the loop logs one train row, and counts one episode, per game."""
+    import common.loop
+
+    class Lives:  # every other episode end is a lost life, not the end of the game
+        def __init__(self, env: Any) -> None:
+            self._env, self.spec, self.ends = env, env.spec, 0
+
+        def reset(self) -> Step:
+            return self._env.reset()
+
+        def step(self, action: np.ndarray) -> Step:
+            ts = self._env.step(action)
+            if ts.done:
+                self.ends += 1
+                ts.info = {**ts.info, "game_over": self.ends % 2 == 0}
+            return ts
+
+        def get_rng_state(self) -> dict[str, Any]:
+            return self._env.get_rng_state()
+
+        def set_rng_state(self, state: dict[str, Any]) -> None:
+            self._env.set_rng_state(state)
+
+        def close(self) -> None:
+            self._env.close()
+
+    build = common.loop.build_env
+    monkeypatch.setattr(common.loop, "build_env", lambda cfg, seed, evaluation=False: Lives(build(cfg, seed)))
+    cfg = _compose("paper=sac", "env=pendulum", "paper.train.num_frames=400")  # 4 episodes of 100 frames
+    launch.start(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run" / "train.jsonl")
+    assert [r["episode"] for r in rows] == [1, 2]
+    assert [r["frame"] for r in rows] == [200, 400]

@@ -48,6 +48,28 @@ def test_a_sweep_expands_to_one_multirun_with_tag_group_and_axes(tmp_path):
     ]
 
 
+def test_tag_by_gives_each_value_of_an_axis_its_own_arm(tmp_path):
+    """A loss comparison must not pool its losses under one tag: the tag interpolates the swept keys, and
+    each composed job resolves to its own (the report's arm `paper[tag]`)."""
+    from hydra import compose, initialize_config_dir
+
+    from common.registry import CONF_DIR
+
+    base = {"tag": "cmp", "papers": ["hl_gauss"], "envs": ["minatar"], "seeds": [1]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**base, "params": {"paper.agent.loss": ["mse", "hl_gauss"]},
+                                    "tag_by": ["paper.agent.loss"]}))  # fmt: skip
+    args = expand(path, [], describe="v1")
+    (tag,) = [a for a in args if a.startswith("tag=")]
+    assert tag == "tag=cmp_${paper.agent.loss}"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["paper=hl_gauss", "env=minatar", "paper.agent.loss=c51", tag])
+    assert cfg.tag == "cmp_c51"
+    path.write_text(yaml.safe_dump({**base, "tag_by": ["paper.agent.loss"]}))
+    with pytest.raises(ConfigError, match="tag_by names paper.agent.loss, which `params` does not sweep"):
+        expand(path, [], describe="v1")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -77,9 +99,10 @@ def test_every_shipped_sweep_expands_and_composes(path):
     # compose the first job of the multirun: every paper/env/param exists and composes
     first = [f"paper={data['papers'][0]}", f"env={data['envs'][0]}", *data.get("overrides", [])]
     first += [f"{k}={v[0]}" for k, v in (data.get("params") or {}).items()]
+    (tag,) = [a for a in args if a.startswith("tag=")]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=first)
-    assert cfg.paper is not None and f"tag={data['tag']}" in args
+        cfg = compose("config", overrides=[*first, tag])
+    assert cfg.paper is not None and cfg.tag.startswith(data["tag"])
 
 
 def test_make_sweep_command_rejects_an_unknown_env_before_running_anything(tmp_path):

@@ -6,7 +6,11 @@
     seeds: [1, 2, 3, 4]             # or "1-4"
     launcher: slurm                 # local (default) or slurm
     params: {env.task: [stand, walk, trot, run]}   # more sweep axes (optional)
+    tag_by: [env.task]              # axes of `params` that also go into each run's tag (optional)
     overrides: [precision=bf16]     # fixed for every job (optional)
+
+A report compares arms `paper[tag]`: `tag_by` gives each value of an axis its own arm (`drm_dog_walk`, ...),
+e.g. the losses of a loss comparison, instead of pooling them under one tag.
 
 `python -m common.hpo.sweep sweeps/drm_dog.yaml [overrides] [--dry-run]` (`make sweep S=...`). Every job's
 W&B group is `<tag>@<git describe>`, so one sweep's runs stay together and name the code that made them.
@@ -24,7 +28,7 @@ from typing import Any
 from common.errors import ConfigError, RlreproError
 from common.registry import ROOT
 
-KEYS = {"tag", "papers", "envs", "seeds", "launcher", "params", "overrides"}
+KEYS = {"tag", "papers", "envs", "seeds", "launcher", "params", "tag_by", "overrides"}
 
 
 def git_describe() -> str:
@@ -104,6 +108,11 @@ def expand(path: Path, extra: list[str] | None = None, describe: str | None = No
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: `params` must map config keys to lists of values")
     overrides = [str(o) for o in (data.get("overrides") or [])]
+    tag_by = [str(k) for k in (data.get("tag_by") or [])]
+    missing = [k for k in tag_by if k not in params]
+    if missing:
+        raise ConfigError(f"{where}: tag_by names {', '.join(missing)}, which `params` does not sweep")
+    run_tag = tag + "".join(f"_${{{k}}}" for k in tag_by)  # resolved per job: one arm per value
 
     group = f"{tag}@{describe or git_describe()}"
     args = [
@@ -113,7 +122,7 @@ def expand(path: Path, extra: list[str] | None = None, describe: str | None = No
         f"seed={','.join(str(s) for s in seeds)}",
         *[f"{k}={','.join(_value(v) for v in _as_list(vs, k, where))}" for k, vs in params.items()],
         f"hydra/launcher={launcher}",
-        f"tag={tag}",
+        f"tag={run_tag}",
         f"logger.wandb.group={_value(group)}",  # quoted: '@' is not plain
         f"hydra.sweep.dir=runs/multirun/{tag}/${{now:%Y-%m-%d_%H-%M-%S}}",
         *overrides,
