@@ -152,4 +152,4 @@ def test_unknown_paper_stops_before_anything_trains(tmp_path):
     assert proc.returncode == 2 and not out.exists()
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: arm no_such_paper does not compose")
-    assert "Could not find 'paper/no_such_paper'" in line and "sac" in line  # the available papers
+    assert "unknown paper 'no_such_paper'" in line and "sac" in line  # the available papers

@@ -318,9 +318,14 @@ def _copy_behaviour_run(tiny_d4rl: dict[str, Path], dest: Path, refs: dict[str, 
     refs_file.unlink()
     if refs is not None:
         refs_file.write_text(json.dumps(refs))
+    from common.runtime import config_hash
+
     cfg = OmegaConf.load(dest / "config.yaml")
     cfg.paper.datasets.require_expert_above_random = True
     OmegaConf.save(cfg, dest / "config.yaml")
+    info = json.loads((dest / "run.json").read_text())  # as if the run had started with this config:
+    info["config_hash"] = config_hash(cfg)  # a resume refuses a config.yaml edited after the start
+    (dest / "run.json").write_text(json.dumps(info))
     return dest
 
 

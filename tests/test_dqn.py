@@ -321,16 +321,15 @@ def test_a_bad_command_fails_in_one_line_and_writes_nothing(tmp_path: Path):
     assert not (run_dir / "config.yaml").exists()
 
 
-@pytest.mark.slow
 def test_dqn_learns_cartpole(tmp_path: Path):
     # Random CartPole play lasts ~22 steps. DQN with the CartPole settings (conf/paper_env/dqn_cartpole.yaml)
     # balanced 150 steps at its 5k-frame evaluation and 187 at 10k in a development run; DQN's returns
     # swing between evaluations, so the test asks for one evaluation above 120 within 15k frames
-    # (~2-3 minutes on a busy 2-core CPU).
+    # (~30 s on an idle core; part of CI, as the issue asks for a learning test within its budget).
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "paper=dqn", "env=cartpole", "paper.train.num_frames=15000", "logger=none",
-        f"hydra.run.dir={run_dir}", timeout=1200,
+        "paper=dqn", "env=cartpole", "paper.train.num_frames=15000", "paper.train.eval_episodes=5",
+        "logger=none", f"hydra.run.dir={run_dir}", timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]

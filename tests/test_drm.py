@@ -423,7 +423,8 @@ def test_per_task_values_come_from_paper_env_files() -> None:
 
 
 # --- smoke runs through the CLI, with a perturbation inside the budget ---------------------------------
-@pytest.mark.parametrize("env", ["dog", "cheetah_run"])
+# cheetah_run repeats dog's checks on a second task (test_smoke runs drm on cartpole_swingup too): slow only
+@pytest.mark.parametrize("env", ["dog", pytest.param("cheetah_run", marks=pytest.mark.slow)])
 def test_smoke_run_perturbs_and_logs_the_dormant_ratio(env: str, tmp_path) -> None:
     run_dir = tmp_path / "run"
     t0 = time.perf_counter()

@@ -466,7 +466,7 @@ def test_unknown_camera(values: dict, pattern: str) -> None:
         (
             dict(domain="cheetah", task="run", suite="procgen"),
             ConfigError,
-            r"env.suite must be 'dmc', 'gym', 'gym_discrete', .* got 'procgen'",
+            r"env.suite must be 'dmc', 'gym', .* got 'procgen'",
         ),
     ],
     ids=["dmc_task", "dmc_domain", "gym_id", "suite"],

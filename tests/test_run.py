@@ -18,7 +18,8 @@ from tests.conftest import ROOT, assert_kill_and_resume_identical, metric_rows, 
 SMOKE = ("paper=drqv2", "debug=smoke")
 
 
-@pytest.mark.parametrize("env", ["cheetah_run", "dog"])
+# dog repeats cheetah_run's checks on the slowest task (tests/test_drm.py smokes DrM on dog): slow only
+@pytest.mark.parametrize("env", ["cheetah_run", pytest.param("dog", marks=pytest.mark.slow)])
 def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
     run_dir = tmp_path / "run"
     t0 = time.perf_counter()
@@ -38,7 +39,7 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
 
 
 def test_killed_run_resumes_to_identical_metrics(tmp_path):
-    args = (*SMOKE, "env=cheetah_run", "paper.train.num_frames=1000", "checkpoint.every_frames=200")
+    args = (*SMOKE, "env=cheetah_run", "paper.train.num_frames=600", "checkpoint.every_frames=200")
     assert_kill_and_resume_identical(args, tmp_path)
 
 

@@ -23,8 +23,8 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   normalised score, as rliable pools runs × tasks) of arm a minus that of arm b > margin. Scores are
   normalised per task as (x − random) / (reference − random): `random` read from a JSON file of the page
   (`normalize: {file, key}`, a mapping task → score), `reference` the best arm's mean on that task over the
-  arms of the page (so the best arm scores 1 there). 95% CI by a stratified bootstrap: runs resampled within
-  each task, for a and b independently. Same holds/fails rule as `greater`.
+  arms of the page, or over `normalize.arms` (so the best of them scores 1 there). 95% CI by a stratified
+  bootstrap: runs resampled within each task, for a and b independently. Same holds/fails rule as `greater`.
 
 An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
 directories, or a value read from a JSON file of the page (`file`, `key`: a dotted path to a number or a
@@ -342,13 +342,17 @@ def _aggregate_evidence(
     if not path.exists():
         raise ConfigError(f"{where}: {path} is missing; run the page's commands")
     random = _dotted(json.loads(path.read_text()), str(norm["key"]), str(path))
-    per_arm = {name: _by_task(runs, arm) for name, arm in arms.items()}
+    reference_arms = norm.get("arms") or list(arms)
+    unknown = sorted(set(reference_arms) - set(arms))
+    if unknown:
+        raise ConfigError(f"{where}: normalize.arms names unknown arm(s) {unknown}")
+    per_arm = {name: _by_task(runs, arms[name]) for name in {*reference_arms, claim["a"], claim["b"]}}
     evidence = {role: per_arm[claim[role]] for role in ("a", "b")}
     bounds = {}
     for task in evidence["a"]:
         if task not in random:
             raise ConfigError(f"{path}:{norm['key']} has no random score for task {task!r}")
-        best = max(float(np.mean(v[task])) for v in per_arm.values() if task in v)
+        best = max(float(np.mean(per_arm[n][task])) for n in reference_arms if task in per_arm[n])
         bounds[task] = [float(random[task]), best]
     sources = {role: {"arm": claim[role], **arms[claim[role]]} for role in ("a", "b")}
     sources["normalize"] = dict(norm)
