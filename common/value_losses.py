@@ -21,6 +21,7 @@ HL-Gauss and two-hot targets are clipped to the support first; C51 clips the shi
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -82,8 +83,9 @@ class HuberLoss(MSELoss):
 # ------------------------------------------------------------------------------------- classification
 
 
-class _Categorical:
-    """Softmax over fixed `locations` (m,); the value is the expectation."""
+class _Categorical(ABC):
+    """Softmax over fixed `locations` (m,); the value is the expectation. Subclasses build the target
+    distribution of a scalar target (`probs`)."""
 
     def __init__(self, locations: torch.Tensor) -> None:
         self.locations = locations
@@ -95,9 +97,9 @@ class _Categorical:
     def target(self, reward: torch.Tensor, discount: torch.Tensor, next_out: torch.Tensor) -> torch.Tensor:
         return reward + discount * self.value(next_out)  # a scalar; `loss` turns it into a distribution
 
+    @abstractmethod
     def probs(self, y: torch.Tensor) -> torch.Tensor:
         """The target distribution (B, m) of scalar targets (B,)."""
-        raise NotImplementedError
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = target if target.dim() == out.dim() else self.probs(target)

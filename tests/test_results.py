@@ -179,6 +179,10 @@ def test_aggregate_claim_reads_tasks_from_runs_and_random_scores_from_a_file(tmp
     assert claim["evidence"]["bounds"] == {"g1": [0.0, 2.0], "g2": [0.0, 20.0]}  # best arm's mean → 1
     assert claim["point"] == pytest.approx(0.5) and claim["verdict"] == "holds"
     assert "| g2 | 20.0 (n=3) | 10.0 (n=3) | 0 | 20.0 |" in render({"title": "t"}, {"claims": [claim]})
+    (tmp_path / "random.json").write_text(json.dumps({"random": {"g1": 0.0, "g2": 25.0}}))
+    (claim,) = gather(tmp_path, spec, load_runs([tmp_path]))  # g2: no arm above random, left out
+    assert set(claim["evidence"]["a"]) == {"g1"} and set(claim["evidence"]["excluded"]) == {"g2"}
+    assert claim["point"] == pytest.approx(0.5)  # g1 alone: hl 1, mse 0.5
     (tmp_path / "random.json").write_text(json.dumps({"random": {"g1": 0.0}}))
     with pytest.raises(ConfigError, match="no random score for task 'g2'"):
         gather(tmp_path, spec, load_runs([tmp_path]))

@@ -23,7 +23,8 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   normalised score, as rliable pools runs × tasks) of arm a minus that of arm b > margin. Scores are
   normalised per task as (x − random) / (reference − random): `random` read from a JSON file of the page
   (`normalize: {file, key}`, a mapping task → score), `reference` the best arm's mean on that task over the
-  arms of the page, or over `normalize.arms` (so the best of them scores 1 there). 95% CI by a stratified
+  arms of the page, or over `normalize.arms` (so the best of them scores 1 there); a task where no arm's
+  mean beats random is left out (and listed), since nothing learned there. 95% CI by a stratified
   bootstrap: runs resampled within each task, for a and b independently. Same holds/fails rule as `greater`.
 
 An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
@@ -348,15 +349,22 @@ def _aggregate_evidence(
         raise ConfigError(f"{where}: normalize.arms names unknown arm(s) {unknown}")
     per_arm = {name: _by_task(runs, arms[name]) for name in {*reference_arms, claim["a"], claim["b"]}}
     evidence = {role: per_arm[claim[role]] for role in ("a", "b")}
-    bounds = {}
-    for task in evidence["a"]:
+    bounds, excluded = {}, {}
+    for task in sorted(evidence["a"]):
         if task not in random:
             raise ConfigError(f"{path}:{norm['key']} has no random score for task {task!r}")
         best = max(float(np.mean(per_arm[n][task])) for n in reference_arms if task in per_arm[n])
+        if best <= float(random[task]):  # nothing learned there: (x − random)/(best − random) means nothing
+            excluded[task] = f"no arm's mean ({best:.3g}) is above the random policy's ({random[task]:.3g})"
+            for role in ("a", "b"):
+                evidence[role] = {t: v for t, v in evidence[role].items() if t != task}
+            continue
         bounds[task] = [float(random[task]), best]
+    if not bounds:
+        raise ConfigError(f"{where}: no task has an arm above the random policy; nothing to aggregate")
     sources = {role: {"arm": claim[role], **arms[claim[role]]} for role in ("a", "b")}
     sources["normalize"] = dict(norm)
-    return {**evidence, "bounds": bounds}, sources
+    return {**evidence, "bounds": bounds, "excluded": excluded}, sources
 
 
 # -------------------------------------------------------------------------------------------- pages
@@ -439,6 +447,8 @@ def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
                 f"| {task} | {_fmt(float(np.mean(a)))} (n={len(a)}) | {_fmt(float(np.mean(b)))} (n={len(b)}) "
                 f"| {_fmt(lo)} | {_fmt(hi)} |"
             )
+        for task, why in sorted((ev.get("excluded") or {}).items()):
+            lines.append(f"| {task} | left out: {why} | | | |")
         lines.append("")
     for key, head in (("budget", "Budget"), ("machine", "Machine"), ("notes", "Notes")):
         if spec.get(key):
