@@ -258,7 +258,7 @@ def train_onpolicy(cfg: DictConfig, ctx: RunContext) -> float:
     """Train `cfg.paper.entry` (an `OnPolicyAgent`) from rollouts; returns the final evaluation return."""
     n = int(cfg.paper.train.num_envs)
     envs = [build_env(cfg, cfg.seed + i) for i in range(n)]  # env i seeded seed + i (CleanRL: seed + i)
-    eval_env = build_env(cfg, cfg.seed)
+    eval_env = build_env(cfg, cfg.seed, evaluation=True)  # the whole game, raw score (Atari)
     try:
         return _run(cfg, ctx, envs, eval_env)
     finally:
