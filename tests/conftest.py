@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -14,6 +15,9 @@ os.environ.setdefault("MINARI_DATASETS_PATH", "/tmp/rlrepro-test-minari")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if TYPE_CHECKING:
+    from common.offline.data import OfflineData
 
 torch.set_num_threads(1)
 
@@ -111,3 +115,25 @@ def tiny_d4rl(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         check=True,
     )
     return {"root": root, "run": run}
+
+
+def pendulum_dataset(n: int = 1000) -> OfflineData:
+    """A random Pendulum-shaped offline dataset (episodes of 200 steps) for loop tests without Minari."""
+    import numpy as np
+
+    from common.offline.data import OfflineData
+
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n + 1, 3)).astype(np.float32)
+    truncations = np.zeros(n, bool)
+    truncations[199::200] = True
+    return OfflineData(
+        observations=obs[:-1],
+        actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=obs[1:],
+        terminations=np.zeros(n, bool),
+        truncations=truncations,
+        episode_starts=np.arange(0, n, 200, dtype=np.int64),
+        metadata={"ref_min_score": -1200.0, "ref_max_score": -150.0},
+    )

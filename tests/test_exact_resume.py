@@ -34,8 +34,7 @@ from common import launch
 from common.logger import read_metrics
 from common.registry import CONF_DIR
 from common.session import RunSession
-from tests.conftest import assert_runs_identical
-from tests.test_loop import _pendulum_dataset
+from tests.conftest import assert_runs_identical, pendulum_dataset
 
 torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
@@ -115,7 +114,7 @@ def offline_data(monkeypatch: pytest.MonkeyPatch) -> None:
     import common.offline.loop
 
     monkeypatch.setattr(common.offline.loop, "read_info", lambda env, split: {"run_dir": "test"})
-    monkeypatch.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: _pendulum_dataset())
+    monkeypatch.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: pendulum_dataset())
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,7 @@ def full_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(common.offline.loop, "read_info", lambda env, split: {"run_dir": "test"})
-        mp.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: _pendulum_dataset())
+        mp.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: pendulum_dataset())
         for name, args in LOOPS.items():
             run_dir = tmp_path_factory.mktemp(name) / "run"
             cfg = _compose(*args)

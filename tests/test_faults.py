@@ -26,10 +26,9 @@ from common.checkpoint import Checkpointer
 from common.divergence import DivergenceWatch, first_nonfinite, learning_rate_knobs
 from common.errors import CheckpointError, ConfigError, Diverged, RunDirError
 from common.logger import read_metrics
-from common.offline.data import OfflineData
 from common.registry import CONF_DIR, ROOT, import_entry, import_loop
 from common.runtime import RunLock, config_hash
-from tests.conftest import run_cli
+from tests.conftest import pendulum_dataset, run_cli
 
 
 def _compose(*overrides: str) -> DictConfig:
@@ -148,26 +147,9 @@ def test_an_online_run_that_diverges_stops_at_its_last_finite_checkpoint(tmp_pat
     _rows_finite(run_dir / "eval.jsonl")
 
 
-def _pendulum_dataset(n: int = 1000) -> OfflineData:
-    rng = np.random.default_rng(0)
-    obs = rng.normal(size=(n + 1, 3)).astype(np.float32)
-    truncations = np.zeros(n, bool)
-    truncations[199::200] = True
-    return OfflineData(
-        observations=obs[:-1],
-        actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        next_observations=obs[1:],
-        terminations=np.zeros(n, bool),
-        truncations=truncations,
-        episode_starts=np.arange(0, n, 200, dtype=np.int64),
-        metadata={"ref_min_score": -1200.0, "ref_max_score": -150.0},
-    )
-
-
 def test_an_offline_run_that_diverges_stops_at_its_last_finite_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(common.offline.loop, "read_info", lambda env, split: {"run_dir": "test"})
-    monkeypatch.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: _pendulum_dataset())
+    monkeypatch.setattr(common.offline.loop, "load_dataset", lambda env, split, spec: pendulum_dataset())
     cfg = _compose(
         "paper=td3bc",
         "env=pendulum",

@@ -18,10 +18,10 @@ from common import launch, registry
 from common.envs.base import Step
 from common.errors import ConfigError
 from common.logger import read_metrics
-from common.offline.data import OfflineData
 from common.registry import CONF_DIR, Loop, import_loop, loop
 from common.runtime import RunContext, StopFlag
 from common.session import RunSession
+from tests.conftest import pendulum_dataset
 
 
 def _compose(*overrides: str) -> DictConfig:
@@ -66,23 +66,6 @@ class _Counter:
         return self.fn(*args, **kwargs)
 
 
-def _pendulum_dataset(n: int = 1000) -> OfflineData:
-    rng = np.random.default_rng(0)
-    obs = rng.normal(size=(n + 1, 3)).astype(np.float32)
-    truncations = np.zeros(n, bool)
-    truncations[199::200] = True
-    return OfflineData(
-        observations=obs[:-1],
-        actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        next_observations=obs[1:],
-        terminations=np.zeros(n, bool),
-        truncations=truncations,
-        episode_starts=np.arange(0, n, 200, dtype=np.int64),
-        metadata={"ref_min_score": -1200.0, "ref_max_score": -150.0},
-    )
-
-
 def _start_resume_restart(cfg: DictConfig, run_dir: Path, counter: _Counter) -> None:
     """A new run, a resume of it, and a requeued start of it: validated once in all."""
     launch.start(cfg, run_dir)
@@ -111,7 +94,7 @@ def test_an_offline_run_is_validated_once(paper, tmp_path, monkeypatch):
     monkeypatch.setattr(common.offline.loop, "check_split", counter)
     monkeypatch.setattr(common.offline.loop, "read_info", lambda env, split: {"run_dir": "test"})
     for module in (common.offline.loop, papers.bc.loop):
-        monkeypatch.setattr(module, "load_dataset", lambda env, split, spec: _pendulum_dataset())
+        monkeypatch.setattr(module, "load_dataset", lambda env, split, spec: pendulum_dataset())
     cfg = _compose(f"paper={paper}", "env=pendulum", "dataset=medium", "paper.train.num_steps=100")
     _start_resume_restart(cfg, tmp_path / "run", counter)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.envs import as_jsonable
 from common.envs.base import EnvSpec, Step
-from common.envs.gym_mujoco import capture_gym, model_baseline, restore_gym
+from common.envs.gym_mujoco import GymEpisodeState, model_baseline
 from common.errors import CheckpointError, ConfigError, EnvError
 
 
@@ -56,7 +56,7 @@ def make_discrete_env(cfg: Mapping, *, pixels: bool, action_repeat: int, seed: i
         raise
 
 
-class GymDiscreteEnv:
+class GymDiscreteEnv(GymEpisodeState):
     """A Gymnasium env with `Discrete` actions and a `Box` observation; same conventions as `GymEnv`."""
 
     def __init__(self, env: Any, *, label: str, action_repeat: int, max_frames: int, seed: int) -> None:
@@ -127,20 +127,6 @@ class GymDiscreteEnv:
             self._pending_seed = state["pending_seed"]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"not a gym_discrete env RNG state ({type(exc).__name__}: {exc})") from exc
-
-    def get_state(self) -> dict[str, Any] | None:
-        sim = capture_gym(self._env, self._baseline)
-        if sim is None:
-            return None
-        episode = {"return": self._return, "length": self._length, "needs_reset": self._needs_reset}
-        return {**self.get_rng_state(), "sim": sim, "episode": episode}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        restore_gym(self._env, self._baseline, state["sim"])
-        self.set_rng_state(state)
-        episode = state["episode"]
-        self._return, self._length = float(episode["return"]), int(episode["length"])
-        self._needs_reset = bool(episode["needs_reset"])
 
     def close(self) -> None:
         self._env.close()

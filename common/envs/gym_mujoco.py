@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,34 @@ def make_gym(
         raise
 
 
-class GymEnv:
+class GymEpisodeState:
+    """`get_state`/`set_state` of a Gymnasium env adapter (`GymEnv`, `GymDiscreteEnv`): the simulator
+    (`capture_gym`), the RNG and the episode's running statistics, for an exact mid-episode resume."""
+
+    _env: Any
+    _baseline: dict[str, np.ndarray] | None
+    _return: float
+    _length: int
+    _needs_reset: bool
+    get_rng_state: Callable[[], dict[str, Any]]
+    set_rng_state: Callable[[dict[str, Any]], None]
+
+    def get_state(self) -> dict[str, Any] | None:
+        sim = capture_gym(self._env, self._baseline)
+        if sim is None:
+            return None
+        episode = {"return": self._return, "length": self._length, "needs_reset": self._needs_reset}
+        return {**self.get_rng_state(), "sim": sim, "episode": episode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        restore_gym(self._env, self._baseline, state["sim"])
+        self.set_rng_state(state)
+        episode = state["episode"]
+        self._return, self._length = float(episode["return"]), int(episode["length"])
+        self._needs_reset = bool(episode["needs_reset"])
+
+
+class GymEnv(GymEpisodeState):
     """A Gymnasium env with a Box action space behind the `Env` protocol (pixels without frame stacking).
 
     The time limit is Gymnasium's `TimeLimit`, set to `max_episode_frames` env steps by `make_gym`.
@@ -190,20 +218,6 @@ class GymEnv:
             self._pending_seed = state["pending_seed"]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"not a Gymnasium env RNG state ({type(exc).__name__}: {exc})") from exc
-
-    def get_state(self) -> dict[str, Any] | None:
-        sim = capture_gym(self._env, self._baseline)
-        if sim is None:
-            return None
-        episode = {"return": self._return, "length": self._length, "needs_reset": self._needs_reset}
-        return {**self.get_rng_state(), "sim": sim, "episode": episode}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        restore_gym(self._env, self._baseline, state["sim"])
-        self.set_rng_state(state)
-        episode = state["episode"]
-        self._return, self._length = float(episode["return"]), int(episode["length"])
-        self._needs_reset = bool(episode["needs_reset"])
 
     def close(self) -> None:
         self._env.close()
