@@ -178,16 +178,13 @@ class AtariEnv:
         self._screens = np.zeros((2, h, w), np.uint8)  # the step's last two frames, for the max-pool
         self._resize = AreaResize((h, w), (image_size, image_size))
         frame = (1, image_size, image_size)
-        self.spec: EnvSpec = DiscreteEnvSpec(
-            obs_shape=frame,
-            obs_dtype=np.dtype(np.uint8),
-            frame_shape=frame,
-            frame_stack=1,
-            action_shape=(),
-            action_repeat=action_repeat,
-            max_episode_steps=math.ceil(max_frames / action_repeat),
-            pixels=True,
+        self.spec: EnvSpec = DiscreteEnvSpec.of_frames(
+            frame,
+            np.uint8,
             num_actions=self.num_actions,
+            action_repeat=action_repeat,
+            max_frames=max_frames,
+            pixels=True,
         )
         self._frame = np.zeros(frame, np.uint8)  # the last observation
         self._lives = 0

@@ -25,6 +25,31 @@ class DiscreteEnvSpec(EnvSpec):
 
     num_actions: int
 
+    @classmethod
+    def of_frames(
+        cls,
+        shape: tuple[int, ...],
+        dtype: type,
+        *,
+        num_actions: int,
+        action_repeat: int,
+        max_frames: int,
+        pixels: bool = False,
+    ) -> DiscreteEnvSpec:
+        """The spec of an env whose observation is one frame of `shape` (no stack here: `FrameStack`
+        stacks pixels), with episodes of at most `max_frames` frames at `action_repeat` frames per step."""
+        return cls(
+            obs_shape=shape,
+            obs_dtype=np.dtype(dtype),
+            frame_shape=shape,
+            frame_stack=1,
+            action_shape=(),
+            action_repeat=action_repeat,
+            max_episode_steps=math.ceil(max_frames / action_repeat),
+            pixels=pixels,
+            num_actions=num_actions,
+        )
+
 
 def make_discrete_env(cfg: Mapping, *, pixels: bool, action_repeat: int, seed: int) -> GymDiscreteEnv:
     """Build the `env` section with `suite: gym_discrete` (keys: `id`, optional `max_episode_frames`)."""
@@ -72,16 +97,12 @@ class GymDiscreteEnv(GymEpisodeState):
         self.num_actions = int(env.action_space.n)
         self._pending_seed: int | None = seed  # the first reset seeds, later ones continue the stream
         obs_shape = (math.prod(env.observation_space.shape),)
-        self.spec: EnvSpec = DiscreteEnvSpec(
-            obs_shape=obs_shape,
-            obs_dtype=np.dtype(np.float32),
-            frame_shape=obs_shape,
-            frame_stack=1,
-            action_shape=(),
-            action_repeat=action_repeat,
-            max_episode_steps=math.ceil(max_frames / action_repeat),
-            pixels=False,
+        self.spec: EnvSpec = DiscreteEnvSpec.of_frames(
+            obs_shape,
+            np.float32,
             num_actions=int(env.action_space.n),
+            action_repeat=action_repeat,
+            max_frames=max_frames,
         )
         self._return, self._length, self._needs_reset = 0.0, 0, True
         self._baseline = model_baseline(env)

@@ -13,7 +13,6 @@ longer episodes (see conf/env/minatar.yaml). One MinAtar frame is one agent step
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,16 +86,8 @@ class MinAtarEnv:
         self.num_actions = int(self._game.num_actions())
         h, w, c = self._game.state_shape()
         shape = (int(c), int(h), int(w))
-        self.spec: EnvSpec = DiscreteEnvSpec(
-            obs_shape=shape,
-            obs_dtype=np.dtype(np.uint8),
-            frame_shape=shape,
-            frame_stack=1,
-            action_shape=(),
-            action_repeat=action_repeat,
-            max_episode_steps=math.ceil(max_frames / action_repeat),
-            pixels=False,
-            num_actions=self.num_actions,
+        self.spec: EnvSpec = DiscreteEnvSpec.of_frames(
+            shape, np.uint8, num_actions=self.num_actions, action_repeat=action_repeat, max_frames=max_frames
         )
         self._frames, self._return, self._length, self._needs_reset = 0, 0.0, 0, True
 

@@ -16,7 +16,6 @@ a Generator seeded with the env's seed; the first step of an episode always exec
 from __future__ import annotations
 
 import difflib
-import math
 import pickle
 from collections.abc import Mapping
 from typing import Any, cast
@@ -107,16 +106,12 @@ class MiniGridEnv:
         self._sticky = StickyActions(sticky_action_prob, self._sticky_rng)
         self._pending_seed: int | None = seed  # the first reset seeds the layouts, later ones continue
         shape = (3, int(self._grid.height), int(self._grid.width))
-        self.spec: EnvSpec = DiscreteEnvSpec(
-            obs_shape=shape,
-            obs_dtype=np.dtype(np.uint8),
-            frame_shape=shape,
-            frame_stack=1,
-            action_shape=(),
-            action_repeat=action_repeat,
-            max_episode_steps=math.ceil(self._max_frames / action_repeat),
-            pixels=False,
+        self.spec: EnvSpec = DiscreteEnvSpec.of_frames(
+            shape,
+            np.uint8,
             num_actions=self.num_actions,
+            action_repeat=action_repeat,
+            max_frames=self._max_frames,
         )
         self._frames, self._return, self._length, self._needs_reset = 0, 0.0, 0, True
 
