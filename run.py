@@ -39,9 +39,12 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        # top-level group choices only: not hydra/..., nor groups placed at a package (local@hydra.launcher)
+        # top-level group choices and those a paper composes at its package (student@paper); not hydra/...,
+        # nor groups placed in Hydra's config (local@hydra.launcher)
         choices = hc.runtime.choices.items()
-        group_choices = [f"{g}={c}" for g, c in choices if c is not None and "/" not in g and "@" not in g]
+        group_choices = [
+            f"{g}={c}" for g, c in choices if c is not None and "/" not in g and "@hydra" not in g
+        ]
         baseline = hydra.compose(config_name="config", overrides=group_choices)
         check_overrides(cfg, baseline, hc.overrides.task, groups=hc.runtime.choices.keys())
         compose = lambda overrides: hydra.compose(config_name="config", overrides=overrides)  # noqa: E731

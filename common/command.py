@@ -79,7 +79,8 @@ def check_choices(overrides: Sequence[str]) -> list[str]:
 
 
 def _is_group(override: str, groups: set[str]) -> bool:
-    return override.lstrip("+~").split("=", 1)[0] in groups
+    """`paper=x`, and a group chosen at a package (`student@paper=sac`, a group a paper composes)."""
+    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0] in groups
 
 
 def _compose_error(error: Exception) -> ConfigError:

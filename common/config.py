@@ -75,7 +75,7 @@ def check_overrides(
     `baseline` is the config composed with the same group choices but none of the value overrides.
     Group selections (`paper=drqv2`) and `hydra.*` keys are not checked here: Hydra checks those.
     """
-    group_names = set(groups)
+    group_names = {name.split("@", 1)[0] for name in groups}  # student@paper: chosen as student@paper=x
     parsed = OverridesParser.create().parse_overrides(overrides=list(overrides))
     for override in parsed:
         key = override.key_or_group

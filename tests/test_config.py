@@ -28,11 +28,21 @@ def _paper_folders() -> list[str]:
     return sorted(d.name for d in folders if any(f.name != "__pycache__" for f in d.iterdir()))
 
 
-def _composed_papers(paper: str) -> set[str]:
-    """The other papers whose config conf/paper/<paper>.yaml composes in its defaults (`sac`, `sac@paper`)."""
-    raw = yaml.safe_load((CONF_DIR / "paper" / f"{paper}.yaml").read_text()) or {}
-    names = {d.split("@")[0].strip() for d in raw.get("defaults", []) if isinstance(d, str)}
-    return (names & set(PAPERS)) - {paper}
+def _composed_papers(paper: str, group: str = "paper") -> set[str]:
+    """The other papers whose config conf/paper/<paper>.yaml composes in its defaults (`sac`, `sac@paper`,
+    or through a group of choices such as snapshot_rl's `/student@_here_: td3`, whose file composes
+    `/paper/td3@_here_`)."""
+    raw = yaml.safe_load((CONF_DIR / group / f"{paper}.yaml").read_text()) or {}
+    names: set[str] = set()
+    for default in raw.get("defaults", []):
+        if isinstance(default, str):
+            names.add(default.split("@")[0].strip().removeprefix("/paper/"))
+        elif isinstance(default, dict):  # {"/student@_here_": "td3"}: that choice's own defaults
+            ((key, choice),) = default.items()
+            sub = key.split("@")[0].strip().lstrip("/")
+            if sub != "paper" and (CONF_DIR / sub / f"{choice}.yaml").exists():
+                names |= _composed_papers(choice, sub)
+    return (names & set(PAPERS)) - ({paper} if group == "paper" else set())
 
 
 def test_every_paper_has_a_package_and_every_package_a_config():

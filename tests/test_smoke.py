@@ -152,6 +152,7 @@ CASES: dict[str, Case] = {
     "drqv2": Case("cartpole_swingup", check_replay_learner("critic_loss", "actor_loss", "actor_stddev")),
     "hl_gauss": Case("minatar", check_value_learner(51)),  # HL-Gauss: 51 logits per action
     "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
+    "mex": Case("hopper_sparse", check_replay_learner("critic_loss", "td_loss", "optimism", "q_pi")),
     "ppo": Case("pendulum", check_ppo),
     "sac": Case("pendulum", check_replay_learner("critic_loss", "actor_loss", "alpha", "entropy")),
     "snapshot_rl": Case("hopper", skip="needs a teacher run: tests/test_snapshot_rl.py makes one, runs it"),

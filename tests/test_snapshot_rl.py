@@ -251,10 +251,12 @@ def test_a_command_without_a_teacher_writes_nothing(tmp_path: Path) -> None:
     assert not any((run_dir / name).exists() for name in ("train.jsonl", "eval.jsonl", "checkpoints"))
 
 
-def test_smoke_run_with_a_td3_teacher(teacher: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("student", ["td3", "sac", "ppo"])
+def test_smoke_run_of_each_student_with_a_td3_teacher(teacher: Path, tmp_path: Path, student: str) -> None:
     run_dir = tmp_path / "student"
     run_cli(
         "paper=snapshot_rl",
+        f"student@paper={student}",
         "env=hopper",
         "debug=smoke",
         f"paper.teacher={teacher}",
@@ -262,11 +264,15 @@ def test_smoke_run_with_a_td3_teacher(teacher: Path, tmp_path: Path) -> None:
         check=True,
         timeout=180,
     )
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["paper"]
+    assert saved["entry"] == f"papers.{student}.agent.{student.upper()}Agent"  # the student's own agent
+    assert saved["name"] == "snapshot_rl" and saved["snapshot"]["num_clusters"] == 6
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert [r["frame"] for r in evals] == [0, 200, 400]
-    state = torch.load(run_dir / "checkpoints" / "frame_0000000400" / "state.pt", weights_only=True)
-    env_rng = state["env_rng"]  # the training env's: snapshot starts throughout (400 < 100k steps)
-    assert env_rng["snapshot_steps_taken"] == 400
-    assert env_rng["snapshots"]["qpos"].shape[1] == 6  # Hopper's qpos: the teacher's states, kept
+    assert evals and evals[0]["frame"] == 0 and evals[-1]["frame"] == 400
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    state = torch.load(run_dir / "checkpoints" / latest / "state.pt", weights_only=True)
+    # the (first) training env's: snapshot starts throughout (400 < 100k steps)
+    assert state["env_rng"]["snapshot_steps_taken"] > 0
+    assert state["env_rng"]["snapshots"]["qpos"].shape[1] == 6  # Hopper's qpos: the teacher's states, kept
     assert "snapshots" not in state["eval_env_rng"]  # evaluation starts from the env's own starts

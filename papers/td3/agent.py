@@ -11,6 +11,7 @@ the replay and the batch size; `Batch.discount` already holds gamma (0 at a true
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,28 @@ class Actor(nn.Module):
         return self.net(obs)
 
 
-class TD3Agent:
-    """TD3: twin critics, target policy smoothing, delayed actor and target updates (`common.agent.Agent`)."""
+# A term added to the critic loss (papers that change only TD3's critic objective, e.g. MEX): called with the
+# agent, the batch's obs, action, next_obs and the critics' Q1(s, a), Q2(s, a); returns the term (a scalar
+# tensor that the critic loss gains) and scalars to log.
+CriticTerm = Callable[
+    ["TD3Agent", torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, dict[str, torch.Tensor]],
+]
 
-    def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
+
+class TD3Agent:
+    """TD3: twin critics, target policy smoothing, delayed actor and target updates (`common.agent.Agent`).
+
+    `critic_term`, when given, is added to the critic loss (`CriticTerm`); TD3 itself has none."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        spec: EnvSpec,
+        device: torch.device,
+        precision: str,
+        critic_term: CriticTerm | None = None,
+    ) -> None:
         check_state_control("TD3", cfg, CFG_KEYS, spec)
         if int(cfg.policy_delay) < 1:
             raise ConfigError(f"paper.agent.policy_delay={cfg.policy_delay} must be >= 1")
@@ -71,6 +90,7 @@ class TD3Agent:
         self.policy_delay = int(cfg.policy_delay)
         self.num_expl_steps = int(cfg.num_expl_steps)
         self.num_updates = 0  # TD3.py `total_it`
+        self.critic_term = critic_term
         self.action_shape = tuple(spec.action_shape)
         obs_dim, action_dim, hidden = spec.obs_shape[0], self.action_shape[0], int(cfg.hidden_dim)
 
@@ -136,16 +156,20 @@ class TD3Agent:
             q1, q2 = self.critic(obs, action)
         q1, q2 = q1.float(), q2.float()
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
         scalars: dict[str, torch.Tensor] = {
             "batch_reward": reward.mean(),
-            "critic_loss": critic_loss,
             "q": q1.mean(),
             "q2": q2.mean(),
             "target_q": target_q.mean(),
         }
+        if self.critic_term is not None:  # a paper's extra critic objective (MEX's optimism term)
+            term, extra = self.critic_term(self, obs, action, next_obs, q1, q2)
+            scalars.update(td_loss=critic_loss, **extra)
+            critic_loss = critic_loss + term
+        scalars["critic_loss"] = critic_loss
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
 
         # Sec. 5.2: the actor and the targets move on every d-th update (TD3.py: total_it % policy_freq == 0,
         # total_it counted from 1, so the first actor update is the d-th).
