@@ -293,7 +293,7 @@ def run_loop(cfg: DictConfig, ctx: RunContext, learning: LearningFactory) -> flo
     does, once, before the run directory is written)."""
     env, eval_env = build_env(cfg, cfg.seed), build_env(cfg, cfg.seed, evaluation=True)  # drqv2: same seed
     try:
-        return _run(cfg, ctx, env, eval_env, learning)
+        return run_envs(cfg, ctx, env, eval_env, learning)
     finally:
         env.close()
         eval_env.close()
@@ -306,7 +306,10 @@ def game_over(ts: Step) -> bool:
     return bool(ts.info.get("game_over", True))
 
 
-def _run(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: LearningFactory) -> float:
+def run_envs(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning: LearningFactory) -> float:
+    """The loop on envs the caller built (and closes): `train_online`'s body, for papers whose loop wraps
+    the training or evaluation env (Snapshot RL's starts, Sequence RL's decisions); the final evaluation
+    return."""
     p, t = cfg.paper, cfg.paper.train
     agent = make_agent(cfg, env.spec, ctx.device)
     learner = learning(cfg, agent, env)

@@ -260,13 +260,14 @@ def train_onpolicy(cfg: DictConfig, ctx: RunContext) -> float:
     envs = [build_env(cfg, cfg.seed + i) for i in range(n)]  # env i seeded seed + i (CleanRL: seed + i)
     eval_env = build_env(cfg, cfg.seed, evaluation=True)  # the whole game, raw score (Atari)
     try:
-        return _run(cfg, ctx, envs, eval_env)
+        return run_envs(cfg, ctx, envs, eval_env)
     finally:
         for env in (*envs, eval_env):
             env.close()
 
 
-def _run(cfg: DictConfig, ctx: RunContext, envs: list[Env], eval_env: Env) -> float:
+def run_envs(cfg: DictConfig, ctx: RunContext, envs: list[Env], eval_env: Env) -> float:
+    """The on-policy loop on envs the caller built (and closes), e.g. Snapshot RL's wrapped ones."""
     p, t = cfg.paper, cfg.paper.train
     agent: OnPolicyAgent = make_agent(cfg, envs[0].spec, ctx.device)
     n, repeat, rollout_steps = len(envs), p.action_repeat, int(t.rollout_steps)

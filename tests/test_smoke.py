@@ -102,6 +102,31 @@ def check_distributional_dp(run_dir: Path) -> None:
     assert all("bellman_residual" in r for r in train) and evals[-1]["episode_return"] == pytest.approx(3.0)
 
 
+def check_sequence_rl(run_dir: Path) -> None:
+    """J = 4 actions per decision (frames = 4 x decisions), the model trained beside the critic and actor,
+    and the end-of-run FAS (debug=smoke: intervals 1, 2, 4) as the formula gives it from the returns."""
+    from papers.sequence_rl.fas import frequency_averaged_score
+
+    check_replay_learner("critic_loss", "model_loss", "actor_loss")(run_dir)
+    train, _ = online_rows(run_dir)
+    assert all(r["frame"] == 4 * r["step"] for r in train)
+    fas = json.loads((run_dir / "fas.json").read_text())
+    assert fas["intervals"] == [1, 2, 4] and len(fas["returns"]) == 3 and fas["max_return"] == 3600.0
+    assert fas["fas"] == pytest.approx(
+        frequency_averaged_score(fas["intervals"], fas["returns"], fas["max_return"], fas["offset"])
+    )
+
+
+def check_effective_horizon(run_dir: Path) -> None:
+    """The 6-state slippery chain (T = 10): one step of value iteration on the random policy's Q is enough
+    (min k = 1), the optimum is P(5 moves succeed within 10 tries), and SQIRL's search is recorded."""
+    results = json.loads((run_dir / "results.json").read_text())
+    p_done = sum(math.comb(t - 1, 4) * 0.8**5 * 0.2 ** (t - 5) for t in range(5, 11))
+    assert results["analysis"]["min_k"] == 1
+    assert results["analysis"]["optimal_return"] == pytest.approx(p_done)
+    assert "sqirl_sample_complexity" in results
+
+
 def check_offline(*metrics: str) -> Callable[[Path], None]:
     def check(run_dir: Path) -> None:
         train, evals = rows(run_dir)
@@ -150,10 +175,12 @@ CASES: dict[str, Case] = {
     "distributional_dp": Case("mdp_gamble", check_distributional_dp),
     "drm": Case("cartpole_swingup", check_drm),
     "drqv2": Case("cartpole_swingup", check_replay_learner("critic_loss", "actor_loss", "actor_stddev")),
+    "effective_horizon": Case("mdp_chain", check_effective_horizon),
     "hl_gauss": Case("minatar", check_value_learner(51)),  # HL-Gauss: 51 logits per action
     "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
     "mex": Case("hopper_sparse", check_replay_learner("critic_loss", "td_loss", "optimism", "q_pi")),
     "ppo": Case("pendulum", check_ppo),
+    "sequence_rl": Case("hopper", check_sequence_rl),
     "sac": Case("pendulum", check_replay_learner("critic_loss", "actor_loss", "alpha", "entropy")),
     "snapshot_rl": Case("hopper", skip="needs a teacher run: tests/test_snapshot_rl.py makes one, runs it"),
     "stream_ac": Case("pendulum", check_stream),

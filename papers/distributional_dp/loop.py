@@ -7,7 +7,10 @@
 - `distributional_vi`: distributional value iteration without the stock (greedy on the objective of the
   return-to-go), its policy judged by the objective;
 - `brute_force`: the best value over every deterministic history-dependent policy (MDPs whose episodes
-  always end; skipped with the reason otherwise).
+  always end; skipped with the reason otherwise);
+- `deep` (only with `paper.deep.enabled`): a categorical DQN on the stock-augmented observation (deep.py),
+  trained from samples for `paper.deep.num_steps` env steps with the run's seed, its greedy policy evaluated
+  exactly; logged every 100 steps (the loss).
 Every method's final value is the objective of its policy's exact return distribution. They are written to
 `results.json` and as one eval.jsonl row; the run's score is `stock_vi`'s value.
 """
@@ -28,6 +31,7 @@ from common.mdp.tabular import TabularMDP
 from common.registry import loop
 from common.runtime import RunContext, write_json
 from papers.distributional_dp.brute_force import brute_force_optimum
+from papers.distributional_dp.deep import DeepSettings, train_deep
 from papers.distributional_dp.dp import (
     AugmentedDP,
     Solution,
@@ -77,7 +81,17 @@ def validate(cfg: DictConfig) -> None:
         )
     if not float(t.tol) >= 0:
         raise ConfigError(f"paper.train.tol={t.tol} must be >= 0")
-    build(cfg)  # the objective, the env, and the augmented MDP's size: refused before the run directory
+    _, _, dp = build(cfg)  # the objective, the env, and the augmented MDP's size: before the run directory
+    if _deep_enabled(cfg):
+        DeepSettings.from_config(cfg.paper.deep)
+        if dp.aug.mdp.gamma != 1.0:
+            raise ConfigError(
+                f"paper.deep needs an undiscounted MDP (gamma = 1); env={cfg.env.name} has {dp.aug.mdp.gamma}"
+            )
+
+
+def _deep_enabled(cfg: DictConfig) -> bool:
+    return bool(cfg.paper.get("deep") is not None and cfg.paper.deep.get("enabled", False))
 
 
 def _summary(s: Solution) -> dict[str, Any]:
@@ -97,7 +111,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> float:
     """Solve `paper.objective` on the env's MDP with each method; returns stock_vi's objective value."""
     mdp, objective, dp = build(cfg)
     tol, max_it = float(cfg.paper.train.tol), int(cfg.paper.train.num_steps)
-    logger = RunLogger(cfg, ctx.run_dir, ctx.info["wandb_id"], len(METHODS), 0, unit="method")
+    methods = (*METHODS, "deep") if _deep_enabled(cfg) else METHODS
+    logger = RunLogger(cfg, ctx.run_dir, ctx.info["wandb_id"], len(methods), 0, unit="method")
     rows = 0
 
     def logging(method: str):  # noqa: ANN202
@@ -118,7 +133,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> float:
 
     results: dict[str, Any] = {}
     try:
-        for method in METHODS:
+        for method in methods:
             if ctx.stop:
                 return math.nan
             logger.status(method)
@@ -142,6 +157,22 @@ def run(cfg: DictConfig, ctx: RunContext) -> float:
             elif method == "distributional_vi":
                 policy = base_distributional_vi(mdp, objective, dp.aug.step, tol, max_it, logging(method))
                 results[method] = _summary(evaluate_base_policy(dp, policy, tol, max_it))
+            elif method == "deep":
+
+                def on_progress(env_steps: int, loss: float) -> None:
+                    nonlocal rows
+                    if math.isfinite(loss):  # no loss before the first update
+                        rows += 1
+                        row = {"frame": rows, "step": rows, "method": "deep", "env_steps": env_steps}
+                        logger.log("train", {**row, "loss": loss})
+
+                settings = DeepSettings.from_config(cfg.paper.deep)
+                solved = train_deep(
+                    dp, settings, int(cfg.seed), tol, max_it, on_progress, should_stop=lambda: bool(ctx.stop)
+                )
+                if ctx.stop:
+                    return math.nan
+                results[method] = _summary(solved)
             else:
                 try:
                     value, dist = brute_force_optimum(mdp, objective)
@@ -149,7 +180,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> float:
                 except ValueError as e:
                     results[method] = {"value": None, "skipped": str(e)}
             logger.bar.update(1)
-        values = {m: results[m]["value"] for m in METHODS}
+        values = {m: results[m]["value"] for m in methods}
         summary = {
             "objective": objective.name,
             "alpha": objective.alpha,

@@ -33,9 +33,7 @@ from common.errors import ConfigError
 from papers.td3.agent import CriticTerm, TD3Agent
 
 
-def optimism_term(
-    eta: float, baseline: bool
-) -> CriticTerm:
+def optimism_term(eta: float, baseline: bool) -> CriticTerm:
     """MEX's term of the critic loss, −η · (optimism), as a `papers.td3.agent.CriticTerm`."""
 
     def term(

@@ -36,7 +36,7 @@ def train_online(cfg: DictConfig, ctx: RunContext) -> float:
     env = snapshot_starts(replay_loop.build_env(cfg, cfg.seed), cfg, cfg.seed)
     eval_env = replay_loop.build_env(cfg, cfg.seed, evaluation=True)
     try:
-        return replay_loop._run(cfg, ctx, env, eval_env, replay_loop.ReplayUpdates)
+        return replay_loop.run_envs(cfg, ctx, env, eval_env, replay_loop.ReplayUpdates)
     finally:
         env.close()
         eval_env.close()
@@ -50,7 +50,7 @@ def train_onpolicy(cfg: DictConfig, ctx: RunContext) -> float:
     envs: list[Env] = [snapshot_starts(replay_loop.build_env(cfg, s), cfg, s) for s in seeds]
     eval_env = replay_loop.build_env(cfg, cfg.seed, evaluation=True)
     try:
-        return onpolicy._run(cfg, ctx, envs, eval_env)
+        return onpolicy.run_envs(cfg, ctx, envs, eval_env)
     finally:
         for env in (*envs, eval_env):
             env.close()
