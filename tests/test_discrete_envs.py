@@ -295,6 +295,40 @@ def test_minigrid_sticky_actions_and_seeding():
     assert len(layouts) > 1  # the seed chooses the layout
 
 
+def test_minigrid_effective_horizon_options():
+    """`reward: success` pays exactly 1 at the goal; `num_actions: 3` keeps left/right/forward;
+    `layout_seed` gives every episode the same layout while the run's seed would change it."""
+    env = minigrid("MiniGrid-Empty-5x5-v0", reward="success", num_actions=3)
+    assert env.spec.num_actions == 3
+    env.reset()
+    steps = [env.step(a) for a in [2, 2, 1, 2, 2]]  # the goal in 5 steps
+    assert steps[-1].terminated and steps[-1].reward == 1.0 and all(s.reward == 0.0 for s in steps[:-1])
+    with pytest.raises(EnvError, match=r"outside \[0, 3\)"):
+        env.reset()
+        env.step(3)  # pickup is not kept
+    fixed = minigrid("MiniGrid-DoorKey-5x5-v0", seed=3, layout_seed=0)
+    layouts = set()
+    for _ in range(4):
+        layouts.add(fixed.reset().obs.tobytes())
+        fixed.step(0)
+    assert layouts == {minigrid("MiniGrid-DoorKey-5x5-v0", seed=9, layout_seed=0).reset().obs.tobytes()}
+    moving = minigrid("MiniGrid-DoorKey-5x5-v0", seed=3)
+    assert len({moving.reset().obs.tobytes() for _ in range(6)}) > 1  # without it, episodes differ
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"reward": "dense"}, "env.reward must be default or success"),
+        ({"num_actions": 9}, "env.num_actions must be null or an integer in"),
+        ({"layout_seed": -1}, "env.layout_seed must be null or an integer >= 0"),
+    ],
+)
+def test_minigrid_bad_options_are_one_line_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        minigrid(**values)
+
+
 def test_minigrid_state_snapshot_keeps_object_references():
     env = minigrid("MiniGrid-Unlock-v0", seed=2)
     env.reset()

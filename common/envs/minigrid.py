@@ -11,6 +11,12 @@ Episodes end as MiniGrid ends them: reaching the goal (or the task's success) is
 `max_steps` is truncated; `env.max_episode_frames` may cap them earlier. Optional sticky actions
 (`env.sticky_action_prob`, Machado et al. 2018) repeat the previous action with that probability, drawn from
 a Generator seeded with the env's seed; the first step of an episode always executes its own action.
+
+Three options give the MDPs of the Effective Horizon papers (Laidlaw et al.; cassidylaidlaw/effective-horizon
+@1a83eb7 effective_horizon/envs/minigrid.py and deterministic_registration.py), off by default:
+`env.reward: success` pays 1 for reaching the goal instead of MiniGrid's 1 − 0.9 · steps / max_steps;
+`env.num_actions: n` keeps MiniGrid's first n actions (3 = left, right, forward; 6 = all but done);
+`env.layout_seed: k` resets every episode with seed k, so the layout never changes.
 """
 
 from __future__ import annotations
@@ -62,6 +68,14 @@ def check_minigrid_config(cfg: Mapping, *, pixels: bool, action_repeat: int) -> 
     sticky = cfg.get("sticky_action_prob", 0.0)
     if isinstance(sticky, bool) or not isinstance(sticky, (int, float)) or not 0.0 <= sticky < 1.0:
         raise ConfigError(f"env.sticky_action_prob must be in [0, 1), got {sticky!r}")
+    if cfg.get("reward", "default") not in ("default", "success"):
+        raise ConfigError(f"env.reward must be default or success, got {cfg.get('reward')!r}")
+    n = cfg.get("num_actions")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 7):
+        raise ConfigError(f"env.num_actions must be null or an integer in [1, 7] (MiniGrid has 7), got {n!r}")
+    layout = cfg.get("layout_seed")
+    if layout is not None and (isinstance(layout, bool) or not isinstance(layout, int) or layout < 0):
+        raise ConfigError(f"env.layout_seed must be null or an integer >= 0, got {layout!r}")
     limit = cfg.get("max_episode_frames")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"env.max_episode_frames must be null or an integer >= 1, got {limit!r}")
@@ -76,7 +90,7 @@ def check_minigrid_config(cfg: Mapping, *, pixels: bool, action_repeat: int) -> 
 
 def make_minigrid(cfg: Mapping, *, pixels: bool, action_repeat: int, seed: int) -> MiniGridEnv:
     """Build the `env` section with `suite: minigrid` (keys: `id`, `sticky_action_prob`,
-    `max_episode_frames`)."""
+    `max_episode_frames`, `reward`, `num_actions`, `layout_seed`)."""
     env_id = check_minigrid_config(cfg, pixels=pixels, action_repeat=action_repeat)
     return MiniGridEnv(
         env_id,
@@ -84,14 +98,27 @@ def make_minigrid(cfg: Mapping, *, pixels: bool, action_repeat: int, seed: int) 
         sticky_action_prob=float(cfg.get("sticky_action_prob", 0.0)),
         max_frames=cfg.get("max_episode_frames"),
         seed=seed,
+        success_reward=cfg.get("reward", "default") == "success",
+        num_actions=cfg.get("num_actions"),
+        layout_seed=cfg.get("layout_seed"),
     )
 
 
 class MiniGridEnv:
-    """One MiniGrid task behind the `Env` protocol; `step` takes an integer action in ``[0, 7)``."""
+    """One MiniGrid task behind the `Env` protocol; `step` takes an integer action in ``[0, num_actions)``
+    (7 unless `num_actions` keeps fewer)."""
 
     def __init__(
-        self, env_id: str, *, action_repeat: int, sticky_action_prob: float, max_frames: int | None, seed: int
+        self,
+        env_id: str,
+        *,
+        action_repeat: int,
+        sticky_action_prob: float,
+        max_frames: int | None,
+        seed: int,
+        success_reward: bool = False,
+        num_actions: int | None = None,
+        layout_seed: int | None = None,
     ) -> None:
         import gymnasium
         from minigrid.wrappers import FullyObsWrapper
@@ -101,7 +128,9 @@ class MiniGridEnv:
         own_limit = int(self._grid.max_steps)
         self._max_frames = own_limit if max_frames is None else min(own_limit, int(max_frames))
         self._repeat = action_repeat
-        self.num_actions = len(self._grid.actions)  # MiniGridEnv.Actions: left ... done
+        every = len(self._grid.actions)  # left, right, forward, pickup, drop, toggle, done
+        self.num_actions = every if num_actions is None else min(int(num_actions), every)
+        self._success_reward, self._layout_seed = success_reward, layout_seed
         self._sticky_rng = np.random.default_rng(seed)
         self._sticky = StickyActions(sticky_action_prob, self._sticky_rng)
         self._pending_seed: int | None = seed  # the first reset seeds the layouts, later ones continue
@@ -121,7 +150,9 @@ class MiniGridEnv:
         return np.ascontiguousarray(obs["image"].transpose(2, 1, 0), dtype=np.uint8)
 
     def reset(self) -> Step:
-        obs, _ = self._env.reset(seed=self._pending_seed)
+        # a fixed layout: every episode from `layout_seed`; else the first reset seeds the layouts
+        seed = self._layout_seed if self._layout_seed is not None else self._pending_seed
+        obs, _ = self._env.reset(seed=seed)
         self._pending_seed = None
         self._sticky.reset()
         self._frames, self._return, self._length, self._needs_reset = 0, 0.0, 0, False
@@ -136,7 +167,7 @@ class MiniGridEnv:
         reward, terminated, truncated = 0.0, False, False
         for _ in range(self._repeat):
             obs, r, terminated, truncated, _ = self._env.step(self._sticky(a))
-            reward += float(r)
+            reward += (1.0 if r > 0 else 0.0) if self._success_reward else float(r)
             self._frames += 1
             if terminated or truncated or self._frames >= self._max_frames:
                 break
