@@ -167,7 +167,7 @@ class MiniGridEnv:
         reward, terminated, truncated = 0.0, False, False
         for _ in range(self._repeat):
             obs, r, terminated, truncated, _ = self._env.step(self._sticky(a))
-            reward += (1.0 if r > 0 else 0.0) if self._success_reward else float(r)
+            reward += (1.0 if float(r) > 0 else 0.0) if self._success_reward else float(r)
             self._frames += 1
             if terminated or truncated or self._frames >= self._max_frames:
                 break
