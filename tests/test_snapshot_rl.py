@@ -29,7 +29,7 @@ from papers.snapshot_rl.teacher import (
     roll_out,
     snapshot_set,
 )
-from tests.conftest import run_cli
+from tests.conftest import assert_kill_and_resume_identical, run_cli
 
 
 def gym_env(env_id: str, seed: int = 0, limit: int = 300) -> Any:
@@ -276,3 +276,11 @@ def test_smoke_run_of_each_student_with_a_td3_teacher(teacher: Path, tmp_path: P
     assert state["env_rng"]["snapshot_steps_taken"] > 0
     assert state["env_rng"]["snapshots"]["qpos"].shape[1] == 6  # Hopper's qpos: the teacher's states, kept
     assert "snapshots" not in state["eval_env_rng"]  # evaluation starts from the env's own starts
+
+
+def test_a_killed_student_resumes_exactly_without_the_teacher(teacher: Path, tmp_path: Path) -> None:
+    """A TD3 student killed after its first checkpoint resumes to an uninterrupted run's rows and score: the
+    snapshot set, the start schedule and the running snapshot episode come back from the checkpoint."""
+    args = ("paper=snapshot_rl", "env=hopper", "debug=smoke", f"paper.teacher={teacher}",
+            "checkpoint.every_frames=120")  # fmt: skip
+    assert_kill_and_resume_identical(args, tmp_path)
