@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.mdp.catalog import gridworld
-from common.mdp.solve import finite_horizon_q
+from common.mdp.solve import finite_horizon_q, qvi_sequence
 from common.mdp.tabular import TabularMDP
 from papers.effective_horizon.agents import (
     NeuralRegressor,
@@ -24,7 +24,7 @@ from papers.effective_horizon.agents import (
     sqirl,
 )
 from papers.effective_horizon.analysis import first_solved_frame, main, spearman_table
-from papers.effective_horizon.horizon import analyze, gap, q_iterates
+from papers.effective_horizon.horizon import analyze, gap
 
 
 def decoy(lure: float = 0.8, coin: float = 0.0) -> TabularMDP:
@@ -54,7 +54,7 @@ def test_effective_horizon_of_the_decoy_is_hand_computed():
 
 def test_gap_looks_only_where_greedy_actions_lead():
     mdp = decoy(0.8)
-    Q1 = q_iterates(mdp, 2, 1)[0]
+    Q1 = qvi_sequence(mdp, 2, 1)[0]
     # greedy on Q^1 takes the lure and never reaches s1: only s0's margin 0.8 - 0.5 counts
     delta, solvable = gap(mdp, Q1)
     assert delta == pytest.approx(0.3) and solvable  # no optimal actions given: nothing to violate

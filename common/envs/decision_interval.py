@@ -3,8 +3,9 @@ step, in order (Sequence RL's setting: an actor that decides every J steps).
 
 `DecisionInterval(env, J)` is an `Env` whose action is the flat concatenation of J actions (shape
 ``(J * action_dim,)``); a step runs them one after another, stops early when the episode ends, and returns
-the summed reward and the last observation. `info["rewards"]` lists the per-action rewards, and
-`info["executed"]` how many actions ran. Episode counters count decisions.
+the summed reward and the last observation. `info["rewards"]` lists the per-action rewards,
+`info["observations"]` the observation after each executed action, and `info["executed"]` how many ran.
+Episode counters count decisions.
 """
 
 from __future__ import annotations
@@ -45,17 +46,19 @@ class DecisionInterval:
     def step(self, action: np.ndarray) -> Step:
         actions = np.asarray(action).reshape(self.interval, self.action_dim)
         rewards: list[float] = []
+        observations: list[np.ndarray] = []
         ts: Step | None = None
         for a in actions:
             ts = self._env.step(a)
             rewards.append(ts.reward)
+            observations.append(ts.obs)
             if ts.done:
                 break
         assert ts is not None  # interval >= 1
         reward = float(sum(rewards))
         self._return += reward
         self._length += 1
-        info = {**ts.info, "rewards": rewards, "executed": len(rewards)}
+        info = {**ts.info, "rewards": rewards, "observations": observations, "executed": len(rewards)}
         return replace(ts, reward=reward, episode_return=self._return, episode_length=self._length, info=info)
 
     def get_rng_state(self) -> dict[str, Any]:

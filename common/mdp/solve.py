@@ -123,16 +123,24 @@ def finite_horizon_q(mdp: TabularMDP, horizon: int, pi: np.ndarray | str) -> np.
     return Q
 
 
-def qvi_iterates(mdp: TabularMDP, horizon: int, k: int) -> np.ndarray:
-    """Q^k of Laidlaw et al.: Q^1 is the random policy's Q_t, and each further step is one Bellman
-    optimality backup over the whole horizon, Q^{i+1}_t = backup(max_a Q^i_{t+1}) (Q_T = 0)."""
-    if k < 1:
-        raise ValueError(f"k={k} must be >= 1")
+def qvi_sequence(mdp: TabularMDP, horizon: int, max_k: int) -> list[np.ndarray]:
+    """[Q^1, ..., Q^max_k] of Laidlaw et al., each (horizon, S, A): Q^1 is the random policy's Q_t, and each
+    further step is one Bellman optimality backup over the whole horizon, Q^{i+1}_t = backup(max_a
+    Q^i_{t+1}) (Q_T = 0)."""
+    if max_k < 1:
+        raise ValueError(f"k={max_k} must be >= 1")
     Q = finite_horizon_q(mdp, horizon, uniform_policy(mdp))
-    for _ in range(k - 1):
+    out = [Q]
+    for _ in range(max_k - 1):
         nxt = np.zeros_like(Q)
         for t in range(horizon):
             V = Q[t + 1].max(1) if t + 1 < horizon else np.zeros(mdp.num_states)
             nxt[t] = backup(mdp, V)
         Q = nxt
-    return Q
+        out.append(Q)
+    return out
+
+
+def qvi_iterates(mdp: TabularMDP, horizon: int, k: int) -> np.ndarray:
+    """Q^k alone (`qvi_sequence`'s last)."""
+    return qvi_sequence(mdp, horizon, k)[-1]

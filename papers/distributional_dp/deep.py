@@ -92,7 +92,6 @@ class StockFeatures:
         self.table = torch.as_tensor(
             np.concatenate([onehot, (stocks / scale)[:, None]], 1), dtype=torch.float32
         )
-        self.stock = torch.as_tensor(stocks, dtype=torch.float32)
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         return self.table[index]
@@ -110,11 +109,12 @@ class StockDQN:
         lo, hi = return_bounds(dp.aug.mdp)
         self.num_actions = dp.aug.num_actions
         self.atoms_count = int(round((hi - lo) / dp.aug.step)) + 1
-        self.loss_fn = C51Loss(lo, hi, self.atoms_count) if self.atoms_count > 1 else None
-        if self.loss_fn is None:
+        if self.atoms_count < 2:
             raise ConfigError("the MDP's returns take a single value: nothing to learn")
-        self.returns = self.loss_fn.locations  # the atoms of G
-        self.utility = dp.objective.utility  # f, on numpy arrays
+        self.loss_fn = C51Loss(lo, hi, self.atoms_count)  # the atoms of G
+        # f(c + G) for every augmented state's stock c and every atom of G: fixed, so computed once
+        c_plus_g = dp.aug.stock_value()[:, None] + self.loss_fn.locations.numpy()[None, :].astype(np.float64)
+        self.utility = torch.as_tensor(dp.objective.utility(c_plus_g), dtype=torch.float32)  # (N, m)
         self.features = StockFeatures(dp)
         width = self.features.table.shape[1]
         self.net = mlp(width, [settings.hidden_dim, settings.hidden_dim], self.num_actions * self.atoms_count)
@@ -132,9 +132,7 @@ class StockDQN:
     def scores(self, net: nn.Module, index: torch.Tensor) -> torch.Tensor:
         """E[f(c + G)] for every action at augmented states `index`: (B, A)."""
         probs = self._logits(net, index).softmax(-1)
-        c_plus_g = self.features.stock[index][:, None] + self.returns[None, :]  # (B, m)
-        u = torch.as_tensor(self.utility(c_plus_g.numpy()), dtype=torch.float32)
-        return (probs * u[:, None, :]).sum(-1)
+        return (probs * self.utility[index][:, None, :]).sum(-1)
 
     @torch.no_grad()
     def greedy(self, index: torch.Tensor) -> torch.Tensor:
@@ -148,7 +146,6 @@ class StockDQN:
         nxt: torch.Tensor,
         done: torch.Tensor,
     ) -> float:
-        assert self.loss_fn is not None
         with torch.no_grad():
             best = self.scores(self.target, nxt).argmax(-1)  # a* by the objective at (s', c')
             next_logits = self._logits(self.target, nxt)[torch.arange(len(nxt)), best]
@@ -236,10 +233,5 @@ def train_deep(
         dp.objective.offset(dp.aug.initial_stocks[j]) + sum(p * float(rated[s]) for p, s in dp.aug.initial[j])
         for j in dp.choices
     ]
-    j = dp.choices[int(np.argmax(estimates))]
-    eta = dp.evaluate(policy, tol, max_iterations)
-    c0 = dp.aug.initial_stocks[j]
-    probs = np.asarray(sum(p * eta[s] for p, s in dp.aug.initial[j]))
-    returns = dp.atoms - c0
-    value = float(dp.objective.value(probs, returns))
-    return Solution(policy, probs, returns, value, agent.updates, c0)
+    start = dp.choices[int(np.argmax(estimates))]
+    return dp.solution(policy, tol, max_iterations, agent.updates, start=start)

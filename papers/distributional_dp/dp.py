@@ -168,10 +168,13 @@ class AugmentedDP:
             policy = improved
         return self.solution(policy, tol, max_iterations, iterations)
 
-    def solution(self, policy: np.ndarray, tol: float, max_iterations: int, iterations: int) -> Solution:
-        """`policy`'s return distribution from the best initial stock, evaluated exactly."""
+    def solution(
+        self, policy: np.ndarray, tol: float, max_iterations: int, iterations: int, start: int | None = None
+    ) -> Solution:
+        """`policy`'s return distribution, evaluated exactly, from initial stock `start` (an index into
+        `aug.initial_stocks`; default: the best one under the exact evaluation)."""
         eta = self.evaluate(policy, tol, max_iterations)
-        j, _ = self.start(eta)
+        j = self.start(eta)[0] if start is None else start
         c0 = self.aug.initial_stocks[j]
         probs = sum(p * eta[i] for p, i in self.aug.initial[j])
         returns = self.atoms - c0  # at step 0 the distribution is of c_0 + G, unscaled

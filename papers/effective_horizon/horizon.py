@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from common.mdp.effective_horizon import OPTIMALITY_TOL, greedy_returns, min_k_qvi_solvable
-from common.mdp.solve import backup, finite_horizon_q, greedy_actions, uniform_policy
+from common.mdp.solve import finite_horizon_q, greedy_actions, qvi_sequence
 from common.mdp.tabular import TabularMDP
 
 GREEDY_TOL = 1e-12  # two Q values closer than this are a tie (as `min_k_qvi_solvable` and `greedy_returns`)
@@ -55,19 +55,6 @@ class HorizonAnalysis:
         for key in ("greedy_returns", "gaps", "bounds"):
             out[key] = {str(k): v for k, v in out[key].items()}
         return out
-
-
-def q_iterates(mdp: TabularMDP, horizon: int, max_k: int) -> list[np.ndarray]:
-    """[Q^1, ..., Q^max_k], each (horizon, S, A)."""
-    Q = finite_horizon_q(mdp, horizon, uniform_policy(mdp))
-    out = [Q]
-    for _ in range(max_k - 1):
-        nxt = np.empty_like(Q)
-        for t in range(horizon):
-            nxt[t] = backup(mdp, Q[t + 1].max(1) if t + 1 < horizon else np.zeros(mdp.num_states))
-        Q = nxt
-        out.append(Q)
-    return out
 
 
 def gap(mdp: TabularMDP, Q: np.ndarray, optimal: np.ndarray | None = None) -> tuple[float, bool]:
@@ -108,12 +95,13 @@ def analyze(mdp: TabularMDP, horizon: int, max_k: int = 5) -> HorizonAnalysis:
     optimal = float(start @ q_opt[0].max(1))
     is_optimal = q_opt >= q_opt.max(-1, keepdims=True) - OPTIMALITY_TOL
     worst = float(start @ finite_horizon_q(mdp, horizon, "worst")[0].min(1))
-    random_return = float(start @ finite_horizon_q(mdp, horizon, uniform_policy(mdp))[0].mean(1))
+    iterates = qvi_sequence(mdp, horizon, max_k)  # Q^1 is the random policy's Q
+    random_return = float(start @ iterates[0][0].mean(1))
     min_k = min_k_qvi_solvable(mdp, horizon, max_k)
     returns = greedy_returns(mdp, horizon, max_k)
     gaps: dict[int, float] = {}
     bounds: dict[int, float] = {}
-    for k, Q in enumerate(q_iterates(mdp, horizon, max_k), start=1):
+    for k, Q in enumerate(iterates, start=1):
         # k-QVI-solvability need not be monotone in k: each k is checked on its own
         gaps[k], solvable = gap(mdp, Q, is_optimal)
         bounds[k] = stochastic_bound(k, gaps[k], mdp.num_actions) if solvable else math.inf

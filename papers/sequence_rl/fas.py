@@ -167,7 +167,8 @@ def evaluate_run(
     from common.launch import load_run_config
 
     cfg = load_run_config(run_dir)
-    fas = cfg.paper.fas if "fas" in cfg.paper else default_fas_config()
+    # the run's own settings over sequence_rl's defaults (a SAC/TD3 run has none, or debug=smoke's few)
+    fas = OmegaConf.merge(default_fas_config(), cfg.paper.get("fas") or {})
     intervals = list(fas.intervals if intervals is None else intervals)
     episodes = int(fas.episodes if episodes is None else episodes)
     normaliser = task_normaliser(cfg.env, fas.max_return if max_return is None else max_return)

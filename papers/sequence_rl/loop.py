@@ -71,25 +71,6 @@ def primitive_env(cfg: DictConfig, seed: int, evaluation: bool = False) -> Env:
     )
 
 
-class _Recorder:
-    """Passes every call through to `env` and keeps the observation each `step` returned."""
-
-    def __init__(self, env: Env) -> None:
-        self._env, self.spec = env, env.spec
-        self.observations: list[np.ndarray] = []
-
-    def reset(self) -> Step:
-        return self._env.reset()
-
-    def step(self, action: np.ndarray) -> Step:
-        ts = self._env.step(action)
-        self.observations.append(ts.obs)
-        return ts
-
-    def __getattr__(self, name: str) -> Any:  # rng state, close, ...
-        return getattr(self._env, name)
-
-
 class Decisions:
     """`DecisionInterval(env, interval)` whose observation also carries the previous action: the agent sees
     ``concat(state, last executed action)`` (zeros after a reset), as SRL's GRU takes the action executed
@@ -99,8 +80,7 @@ class Decisions:
     `primitive_spec` is the spec of one such step: one action, the same observation."""
 
     def __init__(self, env: Env, interval: int) -> None:
-        self._recorder = _Recorder(env)
-        self._decisions = DecisionInterval(self._recorder, interval)  # type: ignore[arg-type]
+        self._decisions = DecisionInterval(env, interval)
         self.interval, self.action_dim = interval, env.spec.action_shape[0]
         (state_dim,) = env.spec.obs_shape
         obs_shape = (state_dim + self.action_dim,)
@@ -115,10 +95,9 @@ class Decisions:
         return replace(ts, obs=self._with_action(ts.obs, np.zeros(self.action_dim, np.float32)))
 
     def step(self, action: np.ndarray) -> Step:
-        self._recorder.observations = []
         ts = self._decisions.step(action)
         actions = np.asarray(action, np.float32).reshape(self.interval, self.action_dim)
-        executed = zip(self._recorder.observations, actions[: len(self._recorder.observations)], strict=True)
+        executed = zip(ts.info["observations"], actions[: ts.info["executed"]], strict=True)
         observations = [self._with_action(o, a) for o, a in executed]
         return replace(ts, obs=observations[-1], info={**ts.info, "observations": observations})
 
