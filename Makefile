@@ -31,8 +31,8 @@ run: install ## run a job: make run ARGS="paper=drqv2 env=cheetah_run"
 smoke: install ## a sub-minute CPU run of ARGS with debug=smoke
 	OMP_NUM_THREADS=1 $(PY) run.py $(ARGS) debug=smoke
 
-test: install ## run the test suite (CPU, under 15 minutes on 2 cores)
-	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q
+test: install ## run the test suite (CPU, under 15 minutes on 2 cores; one pytest-xdist worker per core)
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q -n auto --dist loadgroup
 
 test-slow: install ## run only the tests marked slow
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q -m slow

@@ -86,6 +86,9 @@ def start(cfg: DictConfig, run_dir: Path, on_eval: OnEval | None = None, requeue
 
 def validated_loop(cfg: DictConfig) -> Loop:
     """`paper.loop`, after its `validate(cfg)` passed (one-line ConfigErrors otherwise)."""
+    from common.session import stop_target
+
+    stop_target(cfg)
     loop = import_loop(cfg.paper.loop)
     loop.validate(cfg)
     return loop

@@ -364,7 +364,7 @@ def run_envs(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning
         return float(c["last_eval_return"])
 
     episode_clock = run.clock
-    while c["step"] < total_steps:
+    while c["step"] < total_steps and not run.reached:
         step = c["step"]
         if ts is None or ts.done:
             if ts is not None and game_over(ts) and step >= c["next_ckpt_step"]:  # an episode just ended
@@ -377,6 +377,8 @@ def run_envs(cfg: DictConfig, ctx: RunContext, env: Env, eval_env: Env, learning
 
         if step % eval_every == 0 and c["last_eval_step"] != step and not evaluate_and_log(step):
             return stop_here(ts)
+        if run.reached:  # stop_at_return: this evaluation reached it
+            break
 
         obs = ts.obs
         with torch.no_grad():

@@ -330,7 +330,7 @@ def run_envs(cfg: DictConfig, ctx: RunContext, envs: list[Env], eval_env: Env) -
         return float(c["last_eval_return"])
 
     clocks = [run.clock] * n
-    while c["step"] < total_steps:
+    while c["step"] < total_steps and not run.reached:
         step = c["step"]
         for i, env in enumerate(envs):
             if current[i] is None:
@@ -339,6 +339,8 @@ def run_envs(cfg: DictConfig, ctx: RunContext, envs: list[Env], eval_env: Env) -
 
         if step >= c["next_eval_step"] and c["last_eval_step"] != step and not evaluate_and_log(step):
             return stop_here()
+        if run.reached:  # stop_at_return: this evaluation reached it
+            break
 
         obs = np.stack([ts.obs for ts in current if ts is not None])
         with torch.no_grad():

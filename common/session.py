@@ -13,12 +13,16 @@ when to evaluate and to checkpoint; a `RunSession` does each of those the same w
         if run.stopped: ...                      # a stop signal arrived: checkpoint and return
     run.close(summary)
 
+`stop_at_return` (top-level config) ends an online run at the first evaluation whose mean return reaches
+it (`run.reached`, checked by the loop after each evaluation), as sample-complexity studies do.
+
 Frames are `step * frames_per_step` (action repeat online, 1 offline): the checkpoint names, the `frame`
 the caller logs and what `ctx.on_eval` receives.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +37,7 @@ from common.checkpoint import Checkpointer, SavesToDirectory, resume_agent
 from common.divergence import DivergenceWatch, first_nonfinite, learning_rate_knobs
 from common.envs import Env
 from common.envs.base import EnvSpec
-from common.errors import Diverged
+from common.errors import ConfigError, Diverged
 from common.logger import RunLogger
 from common.registry import import_entry
 from common.runtime import RunContext, StopFlag
@@ -45,6 +49,14 @@ class HasRngState(Protocol):
     def get_rng_state(self) -> dict[str, Any]: ...
 
     def set_rng_state(self, state: dict[str, Any]) -> None: ...
+
+
+def stop_target(cfg: DictConfig) -> float | None:
+    """The top-level `stop_at_return` as a float (None: train every frame); a one-line error otherwise."""
+    target = cfg.get("stop_at_return")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise ConfigError(f"stop_at_return={target!r} must be a number (a mean evaluation return) or null")
+    return None if target is None else float(target)
 
 
 def make_agent(cfg: DictConfig, spec: EnvSpec, device: torch.device) -> Any:
@@ -133,7 +145,13 @@ class RunSession:
             self.logger.restore(self.resumed["logger"])
         self.clock = time.perf_counter()
         self.knobs = learning_rate_knobs(cfg)
+        self.stop_at_return = stop_target(cfg)
         DivergenceWatch(agent, self.diverged)  # checks every update's metrics and every action
+
+    @property
+    def reached(self) -> bool:
+        """An evaluation's mean return reached `stop_at_return`: the loop ends the run as finished."""
+        return "reached_return_at" in self.c
 
     @property
     def stopped(self) -> bool:
@@ -197,6 +215,16 @@ class RunSession:
     def log_eval(self, step: int, row: dict[str, Any]) -> None:
         """Log an evaluation row, then call `ctx.on_eval(frame, row, agent)` (HPO reports, snapshots)."""
         self.logger.log("eval", row)
+        value = row.get("episode_return")
+        target = self.stop_at_return
+        if target is not None and not self.reached and value is not None and value >= target:
+            frame = step * self.frames_per_step
+            self.c["reached_return_at"] = frame  # a counter: saved with the checkpoint, so a resume knows
+            self.logger.bar.write(
+                f"evaluation return {value:.4g} reached stop_at_return={self.stop_at_return:g} at frame "
+                f"{frame}: training stops here",
+                file=sys.stderr,
+            )
         if self.ctx.on_eval is not None:
             try:
                 self.ctx.on_eval(step * self.frames_per_step, row, self.agent)
@@ -209,4 +237,6 @@ class RunSession:
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Close the progress bar and the W&B run (`summary`: final scalars for W&B)."""
+        if self.reached and summary is not None:
+            summary = {**summary, "reached_return_at": self.c["reached_return_at"]}
         self.logger.close(summary)

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
-os.environ.setdefault("MINARI_DATASETS_PATH", "/tmp/rlrepro-test-minari")
+# one dataset directory per pytest-xdist worker: two workers never write the same Minari dataset
+os.environ.setdefault(
+    "MINARI_DATASETS_PATH", f"/tmp/rlrepro-test-minari-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -22,6 +25,14 @@ if TYPE_CHECKING:
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test), the tests of the one-node SLURM cluster run on one
+    worker, one after another: two workers' jobs would queue behind each other past their timeouts."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def run_cli(

@@ -312,6 +312,9 @@ def test_minigrid_effective_horizon_options():
         layouts.add(fixed.reset().obs.tobytes())
         fixed.step(0)
     assert layouts == {minigrid("MiniGrid-DoorKey-5x5-v0", seed=9, layout_seed=0).reset().obs.tobytes()}
+    # `bridge`: the authors' action set per task (3 in Empty-*, 6 elsewhere)
+    assert minigrid("MiniGrid-Empty-8x8-v0", num_actions="bridge").spec.num_actions == 3
+    assert minigrid("MiniGrid-DoorKey-5x5-v0", num_actions="bridge").spec.num_actions == 6
     moving = minigrid("MiniGrid-DoorKey-5x5-v0", seed=3)
     assert len({moving.reset().obs.tobytes() for _ in range(6)}) > 1  # without it, episodes differ
 
@@ -320,7 +323,8 @@ def test_minigrid_effective_horizon_options():
     ("values", "message"),
     [
         ({"reward": "dense"}, "env.reward must be default or success"),
-        ({"num_actions": 9}, "env.num_actions must be null or an integer in"),
+        ({"num_actions": 9}, "env.num_actions must be null, bridge or an integer in"),
+        ({"num_actions": "all"}, "env.num_actions must be null, bridge or an integer in"),
         ({"layout_seed": -1}, "env.layout_seed must be null or an integer >= 0"),
     ],
 )

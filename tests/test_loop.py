@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -250,10 +251,12 @@ def test_every_paper_agent_keeps_the_contract_of_its_loop():
             p = compose(config_name="config", overrides=[f"paper={paper}", "env=pendulum"]).paper
         if p.loop in contracts:
             entry = import_entry(p.entry)
+            if not isinstance(entry, type):  # a factory (MEX builds TD3's agent with a term): its return type
+                entry = typing.get_type_hints(entry)["return"]
             missing = _members(contracts[p.loop]) - set(dir(entry))
             assert not missing, f"{p.entry} lacks {sorted(missing)} ({p.loop} calls them)"
             checked.append(paper)
-    assert {"sac", "drqv2", "drm", "td3bc", "iql", "bc", "stream_ac"} <= set(checked)
+    assert {"sac", "drqv2", "drm", "td3bc", "iql", "bc", "stream_ac", "td3", "mex"} <= set(checked)
 
 
 def test_a_game_of_several_lives_is_one_train_row(tmp_path, monkeypatch):
@@ -291,3 +294,44 @@ def test_a_game_of_several_lives_is_one_train_row(tmp_path, monkeypatch):
     rows = read_metrics(tmp_path / "run" / "train.jsonl")
     assert [r["episode"] for r in rows] == [1, 2]
     assert [r["frame"] for r in rows] == [200, 400]
+
+
+def test_stop_at_return_marks_the_first_evaluation_that_reaches_it(tmp_path):
+    cfg = OmegaConf.merge(CFG, {"stop_at_return": 3.0})
+    context = RunContext(tmp_path, torch.device("cpu"), False, StopFlag(), {"wandb_id": "t"})
+    counters = {"step": 0, "elapsed": 0.0}
+    run = RunSession(cfg, context, _Agent(), counters, total_steps=10, frames_per_step=2, expect={}, rngs={})
+    run.log_eval(1, {"frame": 2, "episode_return": 2.999})
+    assert not run.reached
+    run.log_eval(2, {"frame": 4, "episode_return": 3.0})  # at the target counts
+    assert run.reached and counters["reached_return_at"] == 4  # frames, kept with the counters
+    run.log_eval(3, {"frame": 6, "episode_return": 9.0})
+    assert counters["reached_return_at"] == 4  # the first one
+    run.close()
+    for bad in ("x", True):
+        with pytest.raises(ConfigError, match="stop_at_return"):
+            RunSession(OmegaConf.merge(CFG, {"stop_at_return": bad}), context, _Agent(), {"step": 0},
+                       total_steps=1, expect={}, rngs={})  # fmt: skip
+
+
+@pytest.mark.parametrize("paper", ["ppo", "dqn"])
+def test_an_online_run_stops_at_the_return_it_was_asked_for(cli, tmp_path, paper):
+    """The replay and on-policy loops end a run, finished, at the first evaluation reaching stop_at_return
+    (here the first one, at frame 0), and a resume of it trains no further."""
+    run_dir = tmp_path / paper
+    args = (f"paper={paper}", "env=cartpole", "debug=smoke", "stop_at_return=-1", "logger.progress=false")
+    proc = cli(*args, f"hydra.run.dir={run_dir}", check=True)
+    assert "reached stop_at_return=-1 at frame 0" in proc.stderr
+    assert [r["frame"] for r in read_metrics(run_dir / "eval.jsonl")] == [0]
+    assert not (run_dir / "train.jsonl").exists() or read_metrics(run_dir / "train.jsonl") == []
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    cli(f"resume={run_dir}", check=True)
+    assert [r["frame"] for r in read_metrics(run_dir / "eval.jsonl")] == [0]
+
+
+def test_a_stop_at_return_that_is_not_a_number_is_one_line(cli, tmp_path):
+    proc = cli(
+        "paper=ppo", "env=cartpole", "debug=smoke", "stop_at_return=soon", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    assert proc.returncode != 0 and "stop_at_return='soon' must be a number" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -190,6 +190,25 @@ def test_discrete_actions_and_refusals() -> None:
         PPOAgent(make_cfg(), spec, CPU, "bf16")
 
 
+def test_a_symbolic_grid_is_flattened_and_pixels_are_refused() -> None:
+    """MiniGrid's (3, H, W) codes are a state: PPO acts on them flattened; pixel observations are refused."""
+    grid = DiscreteEnvSpec((3, 5, 5), np.dtype(np.uint8), (3, 5, 5), 1, (), 1, 100, False, num_actions=6)
+    torch.manual_seed(0)
+    agent = PPOAgent(make_cfg(), grid, CPU, "fp32")
+    assert agent.net.actor[0].in_features == 75  # 3 x 5 x 5 codes
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 11, (2, 3, 5, 5)).astype(np.uint8)
+    for t in range(agent.rollout_steps):
+        actions = agent.explore(obs, step=t)
+        assert actions.shape == (2,) and np.all((actions >= 0) & (actions < 6))
+        agent.observe(np.ones(2), np.array([False, False]), np.array([False, False]), obs)
+    assert np.isfinite(agent.learn(obs, step=16)["policy_loss"])
+    assert 0 <= int(agent.act(obs[0], step=0, eval_mode=True)) < 6
+    pixels = DiscreteEnvSpec((3, 84, 84), np.dtype(np.uint8), (3, 84, 84), 1, (), 1, 100, True, num_actions=6)
+    with pytest.raises(ConfigError, match="pixels"):
+        PPOAgent(make_cfg(), pixels, CPU, "fp32")
+
+
 def test_checkpoint_holds_the_partial_rollout_and_the_statistics() -> None:
     torch.manual_seed(0)
     a = PPOAgent(make_cfg(), continuous_spec(), CPU, "fp32")

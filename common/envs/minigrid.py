@@ -15,7 +15,8 @@ a Generator seeded with the env's seed; the first step of an episode always exec
 Three options give the MDPs of the Effective Horizon papers (Laidlaw et al.; cassidylaidlaw/effective-horizon
 @1a83eb7 effective_horizon/envs/minigrid.py and deterministic_registration.py), off by default:
 `env.reward: success` pays 1 for reaching the goal instead of MiniGrid's 1 − 0.9 · steps / max_steps;
-`env.num_actions: n` keeps MiniGrid's first n actions (3 = left, right, forward; 6 = all but done);
+`env.num_actions: n` keeps MiniGrid's first n actions (3 = left, right, forward; 6 = all but done; `bridge`
+picks the authors' set per task: 3 in Empty-*, 6 elsewhere);
 `env.layout_seed: k` resets every episode with seed k, so the layout never changes.
 """
 
@@ -54,6 +55,12 @@ class StickyActions:
         return action
 
 
+def bridge_actions(env_id: str) -> int:
+    """The action set of the authors' MiniGrid MDPs: left/right/forward in Empty, all but `done` elsewhere
+    (effective_horizon/envs/minigrid.py @1a83eb7 `build_env_maker`, `NavigationOnlyWrapper`)."""
+    return 3 if "Empty" in env_id else 6
+
+
 def check_minigrid_config(cfg: Mapping, *, pixels: bool, action_repeat: int) -> str:
     """The MiniGrid id of a `suite: minigrid` env section; one-line errors for anything impossible."""
     import gymnasium
@@ -71,8 +78,10 @@ def check_minigrid_config(cfg: Mapping, *, pixels: bool, action_repeat: int) -> 
     if cfg.get("reward", "default") not in ("default", "success"):
         raise ConfigError(f"env.reward must be default or success, got {cfg.get('reward')!r}")
     n = cfg.get("num_actions")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 7):
-        raise ConfigError(f"env.num_actions must be null or an integer in [1, 7] (MiniGrid has 7), got {n!r}")
+    if n != "bridge" and n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 7):
+        raise ConfigError(
+            f"env.num_actions must be null, bridge or an integer in [1, 7] (MiniGrid has 7), got {n!r}"
+        )
     layout = cfg.get("layout_seed")
     if layout is not None and (isinstance(layout, bool) or not isinstance(layout, int) or layout < 0):
         raise ConfigError(f"env.layout_seed must be null or an integer >= 0, got {layout!r}")
@@ -99,7 +108,7 @@ def make_minigrid(cfg: Mapping, *, pixels: bool, action_repeat: int, seed: int) 
         max_frames=cfg.get("max_episode_frames"),
         seed=seed,
         success_reward=cfg.get("reward", "default") == "success",
-        num_actions=cfg.get("num_actions"),
+        num_actions=bridge_actions(env_id) if cfg.get("num_actions") == "bridge" else cfg.get("num_actions"),
         layout_seed=cfg.get("layout_seed"),
     )
 

@@ -13,6 +13,7 @@ conf/paper_env/dqn_*.yaml; every value and deviation is in papers/dqn/README.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,12 @@ def make_torso(kind: str, obs_shape: tuple[int, ...], channel_scale: int) -> tup
     """The feature extractor and its output size.
 
     minatar: one 3x3 stride-1 conv of 16 channels (kenjyoung/MinAtar@4241f24 examples/dqn.py `QNetwork`);
-    nature: 32 8x8/4, 64 4x4/2, 64 3x3/1 convs (Mnih et al. 2015, Methods "Model architecture"); mlp: none.
+    nature: 32 8x8/4, 64 4x4/2, 64 3x3/1 convs (Mnih et al. 2015, Methods "Model architecture"); mlp: none
+    (the observation flattened).
     `channel_scale` multiplies every conv's channels (the scale study of papers/hl_gauss).
     """
-    if kind == "mlp":
-        if len(obs_shape) != 1:
-            raise ConfigError(f"paper.agent.network=mlp needs state vectors, got obs_shape {obs_shape}")
-        return nn.Flatten(), obs_shape[0]
+    if kind == "mlp":  # any state array (a vector, a symbolic grid) flattened into one vector
+        return nn.Flatten(), math.prod(obs_shape)
     if len(obs_shape) != 3:
         raise ConfigError(f"paper.agent.network={kind} needs (C, H, W) observations, got {obs_shape}")
     c, h, w = obs_shape

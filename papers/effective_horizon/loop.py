@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from common.envs.minigrid import bridge_actions
 from common.errors import ConfigError
 from common.logger import RunLogger
 from common.mdp.catalog import _check_minigrid_id, make_mdp
@@ -39,12 +40,6 @@ from papers.effective_horizon.horizon import analyze
 
 RESULTS = "results.json"
 REGRESSORS = ("neural", "tabular", "tabular_stationary")
-
-
-def bridge_actions(env_id: str) -> int:
-    """The action set of the authors' MiniGrid MDPs: left/right/forward in Empty, all but `done` elsewhere
-    (effective_horizon/envs/minigrid.py @1a83eb7 `build_env_maker`, `NavigationOnlyWrapper`)."""
-    return 3 if "Empty" in env_id else 6
 
 
 def minigrid_features(states: list[Any], num_actions: int) -> np.ndarray:

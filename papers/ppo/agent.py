@@ -148,10 +148,8 @@ class PPOAgent:
             )
         if check_precision(precision) != "fp32":
             raise ConfigError(f"PPO here runs in fp32; got precision={precision} (small MLPs gain nothing)")
-        if spec.pixels or len(spec.obs_shape) != 1:
-            raise ConfigError(
-                f"PPO here learns from state vectors (pixels=false), got obs_shape {spec.obs_shape}"
-            )
+        if spec.pixels:  # a symbolic grid (MiniGrid, MinAtar) is a state: flattened into one vector
+            raise ConfigError(f"PPO here learns from states (pixels=false), got pixels {spec.obs_shape}")
         self.discrete = hasattr(spec, "num_actions")
         if not self.discrete and len(spec.action_shape) != 1:
             raise ConfigError(f"PPO needs a flat action vector or discrete actions, got {spec.action_shape}")
@@ -177,7 +175,7 @@ class PPOAgent:
         self.num_iterations = max(1, int(cfg.anneal_steps) // batch)
         self.num_updates = 0  # rollouts learned from (CleanRL `iteration` - 1)
 
-        obs_dim = spec.obs_shape[0]
+        obs_dim = self.obs_dim = math.prod(spec.obs_shape)
         action_dim = int(spec.num_actions) if self.discrete else spec.action_shape[0]  # type: ignore[attr-defined]
         self.net = ActorCritic(obs_dim, int(cfg.hidden_dim), action_dim, self.discrete).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, eps=float(cfg.adam_eps))
@@ -202,7 +200,8 @@ class PPOAgent:
         )
 
     def _obs(self, obs: np.ndarray, update: bool) -> torch.Tensor:
-        return torch.as_tensor(self.obs_norm(obs, update), device=self.device)
+        flat = np.asarray(obs, np.float32).reshape(len(obs), self.obs_dim)
+        return torch.as_tensor(self.obs_norm(flat, update), device=self.device)
 
     def _env_action(self, action: torch.Tensor) -> np.ndarray:
         # Continuous: the sampled action is stored as is; the env receives it clipped to [-1, 1] (CleanRL's
