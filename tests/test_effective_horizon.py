@@ -160,6 +160,46 @@ def test_spearman_table_on_known_numbers(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["bound~sqirl"]["rho"] == pytest.approx(1.0)
 
 
+def _fake_run(path, env, files):
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(f"env:\n  name: {env}\n")
+    for name, text in files.items():
+        (path / name).write_text(text)
+
+
+def test_table_reads_bounds_and_median_solved_frames_from_run_dirs(tmp_path, capsys):
+    def results(h, sqirl, threshold=0.95):
+        eh = {"effective_horizon": h, "num_actions": 3, "min_k": 1}
+        return json.dumps({"analysis": eh, "sqirl_sample_complexity": sqirl, "threshold": threshold})
+
+    _fake_run(tmp_path / "eh/0", "easy", {"results.json": results(2.0, 500)})
+    _fake_run(tmp_path / "eh/1", "hard", {"results.json": results(math.inf, math.inf)})  # json: Infinity
+
+    def evals(*returns):
+        return "".join(
+            json.dumps({"frame": 1000 * (i + 1), "episode_return": r}) + "\n" for i, r in enumerate(returns)
+        )
+
+    _fake_run(tmp_path / "ppo/0", "easy", {"eval.jsonl": evals(0.0, 1.0)})  # solved at 2000
+    _fake_run(tmp_path / "ppo/1", "easy", {"eval.jsonl": evals(1.0)})  # 1000
+    _fake_run(tmp_path / "ppo/2", "easy", {"eval.jsonl": evals(0.9, 0.9, 0.9)})  # never: inf
+    _fake_run(tmp_path / "ppo/3", "hard", {"eval.jsonl": evals(0.0)})
+    _fake_run(tmp_path / "ppo/4", "other", {"eval.jsonl": evals(1.0)})  # an env the analysis lacks: ignored
+    out = tmp_path / "page/table.json"
+    argv = ["table", "--analysis", str(tmp_path / "eh"), "--ppo", str(tmp_path / "ppo"), "--out", str(out)]
+    assert main(argv) == 0
+    table = json.loads(out.read_text())
+    assert set(table) == {"easy", "hard"}
+    assert table["easy"]["bound"] == pytest.approx(9.0)  # A^H = 3^2
+    assert table["easy"]["sqirl"] == 500 and table["easy"]["ppo"] == 2000  # median of 1000, 2000, inf
+    assert table["easy"]["ppo_runs"] == [1000, 2000, "inf"]
+    assert table["hard"] == {**table["hard"], "bound": "inf", "sqirl": "inf", "ppo": "inf"}
+    assert "dqn" not in table["easy"]
+    capsys.readouterr()
+    assert main(["table", "--analysis", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
 def test_too_large_env_is_a_one_line_error_and_writes_nothing(cli, tmp_path):
     proc = cli(
         "paper=effective_horizon", "env=minigrid", "env.id=MiniGrid-DoorKey-5x5-v0", "paper.max_states=100",

@@ -19,6 +19,7 @@ from common.report.claims import (
     mean_diff_ci,
     rate_ci,
     render,
+    spearman_ci,
     verdict,
 )
 from common.report.index import papers, uncovered
@@ -186,6 +187,50 @@ def test_aggregate_claim_reads_tasks_from_runs_and_random_scores_from_a_file(tmp
     (tmp_path / "random.json").write_text(json.dumps({"random": {"g1": 0.0}}))
     with pytest.raises(ConfigError, match="no random score for task 'g2'"):
         gather(tmp_path, spec, load_runs([tmp_path]))
+
+
+def test_spearman_ci_by_hand_and_undefined_resamples():
+    """x ranks 1 2 3 4, y ranks 1 3 2 4: ρ = 1 − 6 Σd² / (n (n² − 1)) = 1 − 6 · 2 / 60 = 0.8."""
+    rho, lo, hi, dropped = spearman_ci([1, 2, 3, 4], [10, 30, 20, 40])
+    assert rho == pytest.approx(0.8) and lo <= 0.8 <= hi and hi <= 1.0
+    # a resample drawing one task four times has constant columns: undefined, dropped and counted
+    assert 0 < dropped < 20_000
+    assert spearman_ci([1, 2, 3, 4], [10, 30, 20, 40]) == (rho, lo, hi, dropped)  # seeded
+    assert spearman_ci([1, 2, 3], [5, 5, 5])[:3] == (None, None, None)  # a constant column: no ρ
+    with pytest.raises(ConfigError, match="3 or more paired tasks"):
+        spearman_ci([1, 2], [1, 2])
+
+
+def test_rank_correlation_claim_ranks_inf_last_leaves_out_nulls_and_decides(tmp_path):
+    rows = {f"t{i}": {"x": float(i), "y": float(10 * i)} for i in range(1, 9)}
+    rows["t9"] = {"x": "inf", "y": "inf"}  # never solved: ranks last in both
+    rows["t0"] = {"x": 3.0, "y": None}  # no y: left out
+    (tmp_path / "table.json").write_text(json.dumps({"envs": rows}))
+    claim = {
+        "id": "r",
+        "kind": "rank_correlation",
+        "table": {"file": "table.json", "key": "envs"},
+        "x": "x",
+        "y": "y",
+    }
+    (out,) = gather(tmp_path, {"claims": [claim]}, [])
+    ev = out["evidence"]
+    assert ev["tasks"] == [f"t{i}" for i in range(1, 10)] and ev["left_out"] == {"t0": "no y value"}
+    assert ev["x"] == ev["y"] == [float(i) for i in range(1, 10)]
+    assert (
+        out["point"] == pytest.approx(1.0) and out["verdict"] == "holds"
+    )  # every resample ρ = 1 (or undefined)
+    reversed_y = {**ev, "y": ev["x"][::-1]}
+    assert verdict("rank_correlation", reversed_y, {})["verdict"] == "fails"  # ρ = −1 ≤ 0
+    assert verdict("rank_correlation", ev, {"margin": 1.0})["verdict"] == "fails"  # ρ = 1 is not above 1
+    noisy = {**ev, "y": [2.0, 1.0, 4.0, 3.0, 9.0, 5.0, 7.0, 6.0, 8.0]}
+    assert verdict("rank_correlation", noisy, {"margin": 0.9})["verdict"] == "inconclusive"
+    page = render({"title": "t"}, {"claims": [out]})
+    assert "x ranks (9 tasks)" in page and "left out t0 (no y value)" in page
+    json.dumps(out, allow_nan=False)  # claims.json stays strict JSON
+    claim["x"] = "missing"  # a column no task has: every task left out, too few to correlate
+    with pytest.raises(ConfigError, match="3 or more paired tasks"):
+        gather(tmp_path, {"claims": [claim]}, [])
 
 
 # ---------------------------------------------------------------------------------- committed pages

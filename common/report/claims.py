@@ -26,6 +26,13 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   arms of the page, or over `normalize.arms` (so the best of them scores 1 there); a task where no arm's
   mean beats random is left out (and listed), since nothing learned there. 95% CI by a stratified
   bootstrap: runs resampled within each task, for a and b independently. Same holds/fails rule as `greater`.
+* `rank_correlation`: Spearman's ρ across tasks between two columns `x` and `y` of a per-task table (a JSON
+  file of the page, `table: {file, key}`: task → {column: number, "inf" or null}) > margin, e.g. that the
+  tasks one method needs more samples on are those another does too. "inf" (never solved) ranks last, ties
+  get their average rank, a task missing either value is left out (and listed). The evidence is the two
+  rank vectors. 95% CI by a paired bootstrap over tasks (resamples where a column is constant, so ρ is
+  undefined, are dropped and counted): holds when the CI lies above the margin, fails when it lies at or
+  below it, else inconclusive (also when ρ itself is undefined).
 
 An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
 directories, or a value read from a JSON file of the page (`file`, `key`: a dotted path to a number or a
@@ -49,7 +56,7 @@ from common.errors import ConfigError, RlreproError
 
 CONFIDENCE = 0.95
 REPS = 20_000
-KINDS = ("greater", "equivalent", "rate_at_most", "mean_below", "aggregate_greater")
+KINDS = ("greater", "equivalent", "rate_at_most", "mean_below", "aggregate_greater", "rank_correlation")
 AGGREGATES = ("iqm", "mean", "median")
 VERDICTS = ("holds", "fails", "inconclusive")
 PAGE_FILE = "page.yaml"
@@ -87,6 +94,35 @@ def rate_ci(k: int, n: int) -> tuple[float, float, float]:
         raise ConfigError(f"a rate needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
     ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
     return k / n, float(ci.low), float(ci.high)
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair of x and y (nan where a row is constant)."""
+    rx, ry = sps.rankdata(x, axis=-1), sps.rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    norm = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (rx * ry).sum(-1) / np.where(norm > 0, norm, 1.0), np.nan)
+
+
+def spearman_ci(
+    x: Sequence[float], y: Sequence[float], reps: int = REPS, seed: int = 0
+) -> tuple[float | None, float | None, float | None, int]:
+    """Spearman's ρ of paired samples, its paired-bootstrap percentile CI, and how many resamples were
+    dropped as undefined (a constant column). None where ρ (or every resample) is undefined."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.size < 3:
+        raise ConfigError(f"a rank correlation needs 3 or more paired tasks, got {a.size} and {b.size}")
+    point = float(_spearman_rows(a, b))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, (reps, a.size))
+    rhos = _spearman_rows(a[idx], b[idx])
+    kept = rhos[np.isfinite(rhos)]
+    if not np.isfinite(point) or kept.size == 0:
+        return None, None, None, int(reps - kept.size)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = np.percentile(kept, [tail, 100 - tail])
+    return point, float(lo), float(hi), int(reps - kept.size)
 
 
 # -------------------------------------------------------------------------------------------- verdicts
@@ -147,6 +183,16 @@ def aggregate_diff_ci(
 def verdict(kind: str, evidence: dict[str, Any], params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """The verdict of one claim from its evidence: point, CI and the rule that decided."""
     margin = float(params.get("margin", 0.0))
+    if kind == "rank_correlation":
+        rho, low, high, dropped = spearman_ci(evidence["x"], evidence["y"], seed=seed)
+        v = "inconclusive"
+        if low is not None and high is not None:
+            v = "holds" if low > margin else "fails" if high <= margin else "inconclusive"
+        rule = (
+            f"paired-bootstrap 95% CI of Spearman's ρ over {len(evidence['x'])} tasks vs {margin:g}: wholly "
+            f"above → holds, at or below → fails ({dropped} of {REPS} resamples undefined, dropped)"
+        )
+        return {"verdict": v, "point": rho, "lower": low, "upper": high, "rule": rule}
     if kind == "greater":
         point, lo, hi = mean_diff_ci(evidence["a"], evidence["b"], seed=seed)
         v = "holds" if lo > margin else "fails" if hi <= margin else "inconclusive"
@@ -277,6 +323,8 @@ def gather(page: Path, spec: dict[str, Any], runs: Sequence[Any]) -> list[dict[s
         sources: dict[str, Any] = {}
         if kind == "aggregate_greater":
             evidence, sources = _aggregate_evidence(page, where, claim, arms, runs)
+        elif kind == "rank_correlation":
+            evidence, sources = _rank_evidence(page, where, claim)
         for role in ("a", "b", "k", "n"):
             if role not in claim or role in evidence:
                 continue
@@ -367,6 +415,55 @@ def _aggregate_evidence(
     return {**evidence, "bounds": bounds, "excluded": excluded}, sources
 
 
+def _table_value(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in ("inf", "infinity"):
+        return float("inf")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not np.isnan(value):
+        return float(value)
+    raise ConfigError(f'{where} must be a number, "inf" or null, got {value!r}')
+
+
+def _rank_evidence(page: Path, where: str, claim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ranks of columns x and y over the tasks of the claim's table that have both."""
+    ref = claim.get("table")
+    if not isinstance(ref, dict) or "file" not in ref:
+        raise ConfigError(f"{where}: a rank_correlation claim needs `table: {{file[, key]}}`")
+    for col in ("x", "y"):
+        if not isinstance(claim.get(col), str):
+            raise ConfigError(
+                f"{where}: a rank_correlation claim needs `{col}:` naming a column of the table"
+            )
+    path = page / str(ref["file"])
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} is missing; run the page's commands")
+    table = json.loads(path.read_text())
+    if ref.get("key"):
+        table = _dotted(table, str(ref["key"]), str(path))
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} must map each task to its columns")
+    x, y = str(claim["x"]), str(claim["y"])
+    tasks, xs, ys, left_out = [], [], [], {}
+    for task, row in sorted(table.items()):
+        vx = _table_value((row or {}).get(x), f"{path}:{task}.{x}")
+        vy = _table_value((row or {}).get(y), f"{path}:{task}.{y}")
+        if vx is None or vy is None:
+            left_out[task] = f"no {x if vx is None else y} value"
+            continue
+        tasks.append(task)
+        xs.append(vx)
+        ys.append(vy)
+    evidence = {
+        "tasks": tasks,
+        "x": [float(r) for r in sps.rankdata(xs)] if xs else [],  # inf ranks last, ties averaged
+        "y": [float(r) for r in sps.rankdata(ys)] if ys else [],
+        "columns": [x, y],
+        "left_out": left_out,
+    }
+    return evidence, {"table": dict(ref), "x": x, "y": y}
+
+
 # -------------------------------------------------------------------------------------------- pages
 def load_page(page: Path) -> dict[str, Any]:
     path = page / PAGE_FILE
@@ -414,6 +511,8 @@ def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
         ev = c["evidence"]
         a = _arm_summary(ev, "a") or (f"k={ev['k']:g}" if "k" in ev else "")
         b = _arm_summary(ev, "b") or (f"n={ev['n']:g}" if "n" in ev else "")
+        if c["kind"] == "rank_correlation":
+            a, b = (f"{col} ranks ({len(ev['tasks'])} tasks)" for col in ev["columns"])
         est = f"{_fmt(c['point'])} [{_fmt(c['lower'])}, {_fmt(c['upper'])}]"
         lines.append(f"| {c['text']} | **{c['verdict']}** | {a} | {b} | {est} | {c['rule']} |")
     if not data["claims"]:
@@ -427,9 +526,16 @@ def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
                 parts.append(f"{role} = [{', '.join(_fmt(float(x)) for x in v)}]")
             elif isinstance(v, list):
                 parts.append(f"{role}: {len(v)} values")
+        if c["kind"] == "rank_correlation":
+            ev = c["evidence"]
+            ranks = ", ".join(
+                f"{t} {rx:g}/{ry:g}" for t, rx, ry in zip(ev["tasks"], ev["x"], ev["y"], strict=True)
+            )
+            parts.append(f"ranks {ev['columns'][0]}/{ev['columns'][1]}: {ranks}")
+            parts += [f"left out {t} ({why})" for t, why in sorted(ev["left_out"].items())]
         if parts:
             lines.append(f"- `{c['id']}`: " + "; ".join(parts))
-    if any(c["evidence"].get("a") is not None for c in data["claims"]):
+    if any(c["evidence"].get("a") is not None or "x" in c["evidence"] for c in data["claims"]):
         lines.append("")
     for c in data["claims"]:
         ev = c["evidence"]
