@@ -43,7 +43,7 @@ COLUMNS = ("bound", "sqirl", "ppo", "dqn")
 def first_solved_frame(run_dir: Path | str, threshold: float) -> float:
     """The first `frame` of `eval.jsonl` in `run_dir` whose `episode_return` is at least `threshold` (inf:
     never). The authors stop training once the evaluation return reaches the threshold (sb3 train.py
-    @1a83eb7 `stop_on_eval_reward`); `stop_at_return` does the same here (conf/experiment/effective_horizon_*),
+    @1a83eb7 `stop_on_eval_reward`); `stop_at_return` does the same here (effective_horizon_* experiments),
     and a run trained past it still reads its first solved frame."""
     path = Path(run_dir) / "eval.jsonl"
     if not path.is_file():
