@@ -213,17 +213,22 @@ def test_a_signal_cuts_an_evaluation_and_rewinds_its_env(tmp_path):
 
 
 def test_loops_are_loops():
+    """Every paper's loop (and the shared ones) has the `validate` a run calls before it writes anything."""
     import common.loop
     import common.offline.loop
-    import papers.bc.loop
+    from common.registry import config_choices, import_entry
 
     loops: list[Loop] = [
         common.loop.train_online,
         common.loop.train_stream,
         common.offline.loop.train_offline,
-        papers.bc.loop.train,
     ]
-    assert all(callable(run.validate) for run in loops)
+    for paper in config_choices("paper"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            p = compose(config_name="config", overrides=[f"paper={paper}", "env=pendulum"]).paper
+        loops.append(import_entry(p.loop))
+    bad = [run for run in loops if not callable(getattr(run, "validate", None))]
+    assert not bad, f"loops without validate(cfg): {bad}"
 
 
 def _members(protocol: type) -> set[str]:
@@ -243,6 +248,8 @@ def test_every_paper_agent_keeps_the_contract_of_its_loop():
         "common.loop.train_stream": StreamAgent,
         "common.offline.loop.train_offline": OfflineAgent,
         "papers.bc.loop.train": OfflineAgent,
+        "papers.dual_rl.loop.train": OfflineAgent,
+        "papers.ssorl.loop.train": OfflineAgent,
     }
     assert _members(OfflineAgent) == {"act", "state_dict", "load_state_dict", "update", "prepare"}
     checked = []
@@ -256,7 +263,22 @@ def test_every_paper_agent_keeps_the_contract_of_its_loop():
             missing = _members(contracts[p.loop]) - set(dir(entry))
             assert not missing, f"{p.entry} lacks {sorted(missing)} ({p.loop} calls them)"
             checked.append(paper)
-    assert {"sac", "drqv2", "drm", "td3bc", "iql", "bc", "stream_ac", "td3", "mex"} <= set(checked)
+    expected = {
+        "sac",
+        "drqv2",
+        "drm",
+        "td3bc",
+        "iql",
+        "bc",
+        "stream_ac",
+        "td3",
+        "mex",
+        "xql",
+        "dual_rl",
+        "cql",
+        "ssorl",
+    }
+    assert expected <= set(checked)
 
 
 def test_a_game_of_several_lives_is_one_train_row(tmp_path, monkeypatch):

@@ -170,25 +170,36 @@ class Case:
 OFFLINE = "medium-replay"
 CASES: dict[str, Case] = {
     "bc": Case("hopper", check_offline("actor_loss"), OFFLINE),
+    "cql": Case("hopper", check_offline("critic_loss", "cql_diff", "policy_loss", "alpha"), OFFLINE),
     "d4rl": Case("hopper"),
+    "dataset_perspective": Case(
+        "cartpole", skip="tests/test_dataset_perspective.py runs it (one learner: nine cost a minute)"
+    ),
     "dqn": Case("minatar", check_value_learner(1)),  # Huber: one value per action
+    "dual_rl": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss"), OFFLINE),  # f-DVL
     "distributional_dp": Case("mdp_gamble", check_distributional_dp),
     "drm": Case("cartpole_swingup", check_drm),
     "drqv2": Case("cartpole_swingup", check_replay_learner("critic_loss", "actor_loss", "actor_stddev")),
     "effective_horizon": Case("mdp_chain", check_effective_horizon),
     "hl_gauss": Case("minatar", check_value_learner(51)),  # HL-Gauss: 51 logits per action
     "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
+    "mbtl": Case(
+        "cartpole_context", skip="tests/test_mbtl.py runs it end to end (its PPO sub-runs included)"
+    ),
     "mex": Case("hopper_sparse", check_replay_learner("critic_loss", "td_loss", "optimism", "q_pi")),
     "ppo": Case("pendulum", check_ppo),
     "sequence_rl": Case("hopper", check_sequence_rl),
     "sac": Case("pendulum", check_replay_learner("critic_loss", "actor_loss", "alpha", "entropy")),
     "snapshot_rl": Case("hopper", skip="needs a teacher run: tests/test_snapshot_rl.py makes one, runs it"),
+    "ssorl": Case("hopper", check_offline("critic_loss", "actor_loss", "bc_loss"), OFFLINE),  # TD3+BC learner
     "stream_ac": Case("pendulum", check_stream),
     "stream_q": Case("cartpole", check_stream),
     "stream_td": Case("pendulum", check_stream),
     "synther": Case("hopper", check_synther, OFFLINE),
     "td3": Case("pendulum", check_td3),
     "td3bc": Case("hopper", check_offline("critic_loss", "actor_loss", "bc_loss", "lmbda"), OFFLINE),
+    "uni_o4": Case("hopper", skip="tests/test_uni_o4.py runs it, offline and online, and resumes it"),
+    "xql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
 }
 
 

@@ -46,8 +46,21 @@ def make_env(
     minigrid: `id` (common/envs/minigrid.py); `camera`
     (index or name; null = the suite's default view), `max_episode_frames` (null = the task's own limit),
     `fast_render` (tests only: cheaper rendering that changes the pixels).
+    `context` / `multi_context` (gym and gym_discrete tasks): a contextual task, common/envs/context.py.
     """
     suite = cfg.get("suite")
+    if cfg.get("context") is not None or cfg.get("multi_context") is not None:  # common/envs/context.py
+        from common.envs.context import make_context_env
+
+        return make_context_env(
+            cfg,
+            pixels=pixels,
+            action_repeat=action_repeat,
+            frame_stack=frame_stack,
+            image_size=image_size,
+            seed=seed,
+            evaluation=evaluation,
+        )
     where = f" (env {cfg.get('name')})" if cfg.get("name") else ""
     for key, value, low in (("action_repeat", action_repeat, 1), ("frame_stack", frame_stack, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -124,6 +137,10 @@ def check_env_config(cfg: Mapping, *, pixels: bool, action_repeat: int, image_si
     """The suite-specific checks of `make_env` (unknown game or id, pixels where a suite has none), without
     building anything: a run calls this before it writes its directory."""
     suite = cfg.get("suite")
+    if cfg.get("context") is not None or cfg.get("multi_context") is not None:
+        from common.envs.context import check_context_config
+
+        check_context_config(cfg, pixels=pixels)
     if suite == "atari":
         from common.envs.atari import check_atari_config
 

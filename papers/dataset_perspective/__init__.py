@@ -1,0 +1,1 @@
+"""A Dataset Perspective on Offline RL (Schweighofer et al., CoLLAs 2022)."""
