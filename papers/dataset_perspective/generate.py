@@ -28,6 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from common.envs import Env
+from common.envs.base import EnvSpec
+from common.envs.discrete import DiscreteEnvSpec
+from common.errors import ConfigError
 from common.loop import build_env
 from common.offline.data import OfflineData
 from common.offline.minari_io import (
@@ -114,13 +117,22 @@ def evaluate(cfg: DictConfig, policy: Policy, episodes: int) -> float:
         for _ in range(episodes):
             ts = env.reset()
             while True:
-                ts = env.step(policy(ts.obs))
+                ts = env.step(np.asarray(policy(ts.obs)))  # a 0-d integer action (common.envs.discrete)
                 if ts.done:
                     total += ts.episode_return
                     break
         return total / episodes
     finally:
         env.close()
+
+
+def action_count(spec: EnvSpec) -> int:
+    """The action count of a discrete env (`loop.validate` admits only discrete suites)."""
+    if not isinstance(spec, DiscreteEnvSpec):
+        raise ConfigError(
+            f"paper=dataset_perspective needs a discrete-action env, got spec {type(spec).__name__}"
+        )
+    return int(spec.num_actions)
 
 
 def greedy(agent: DiscreteLearner) -> Policy:
@@ -137,7 +149,7 @@ def rollout(env: Env, policy: Policy, steps: int, desc: str) -> tuple[OfflineDat
     ts = env.reset()
     for i in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
         a = policy(ts.obs)
-        after = env.step(a)
+        after = env.step(np.asarray(a))
         obs[i], actions[i], rewards[i], nxt[i] = ts.obs, a, after.reward, after.obs
         term[i], trunc[i] = after.terminated, after.truncated
         ts = env.reset() if after.done else after
@@ -170,7 +182,7 @@ def online_run(
     spec = env.spec
     obs_dim, steps = int(np.prod(spec.obs_shape)), int(p.train.num_frames)
     agent_cfg = OmegaConf.merge(p.agent, {"lr": o.lr})  # a new config: the online learning rate
-    agent = DQN(agent_cfg, obs_dim, spec.num_actions, p.discount, cfg.seed, device)
+    agent = DQN(agent_cfg, obs_dim, action_count(spec), p.discount, cfg.seed, device)
     buffer = OnlineReplay(obs_dim, int(p.buffer.capacity), cfg.seed)
     obs, nxt = np.empty((steps, obs_dim), np.float32), np.empty((steps, obs_dim), np.float32)
     actions, rewards = np.empty(steps, np.int64), np.empty(steps, np.float32)
@@ -186,7 +198,7 @@ def online_run(
     )
     for it in bar:
         a = int(agent.act(ts.obs, eval_mode=False))
-        after = env.step(a)
+        after = env.step(np.asarray(a))
         buffer.add(ts.obs.reshape(-1), a, after.reward, after.obs.reshape(-1), after.done)
         obs[it], actions[it], rewards[it], nxt[it] = (
             ts.obs.reshape(-1),
@@ -222,7 +234,7 @@ def collect(
         agent.eval_eps = float(p.online.noisy_epsilon)  # "make agent noisy"
         noisy, noisy_dones = rollout(env, greedy(agent), steps, f"noisy (final policy, eps={agent.eval_eps})")
         rng = np.random.default_rng(cfg.seed)
-        n = env.spec.num_actions
+        n = action_count(env.spec)
         random, random_dones = rollout(
             env, lambda obs: int(rng.integers(n)), steps, "random (uniform actions)"
         )
@@ -312,7 +324,7 @@ def generate_or_load(
 def _num_actions(cfg: DictConfig) -> int:
     env = build_env(cfg, cfg.seed)
     try:
-        return int(env.spec.num_actions)
+        return action_count(env.spec)
     finally:
         env.close()
 

@@ -145,11 +145,15 @@ def train_ensemble(
     x = torch.as_tensor(inputs, device=device)
     a = torch.as_tensor(actions, device=device)
 
+    def row_nll(member: InverseDynamics, rows: np.ndarray) -> torch.Tensor:
+        mu, log_std = member(x[rows])
+        return squashed_nll(mu, log_std, a[rows])
+
     def nll(member: InverseDynamics, rows: np.ndarray) -> float:
         member.eval()
         with torch.no_grad():
             total = sum(
-                squashed_nll(*member(x[rows[i : i + 4 * batch_size]]), a[rows[i : i + 4 * batch_size]]).sum()
+                row_nll(member, rows[i : i + 4 * batch_size]).sum()
                 for i in range(0, len(rows), 4 * batch_size)
             )
         return float(total) / len(rows)
@@ -169,7 +173,7 @@ def train_ensemble(
             rows = perm[cursor : cursor + batch_size]
             cursor += batch_size
             member.train()
-            loss = squashed_nll(*member(x[rows]), a[rows]).mean()
+            loss = row_nll(member, rows).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

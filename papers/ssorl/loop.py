@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from common.envs.base import EnvSpec
 from common.errors import ConfigError, DatasetError
 from common.loop import build_env
 from common.offline import loop as offline_loop
@@ -88,7 +89,9 @@ def validate(cfg: DictConfig) -> None:
             )
 
 
-def semi_supervised_data(cfg: DictConfig, spec: object) -> tuple[OfflineData, OfflineData, np.ndarray]:
+def semi_supervised_data(
+    cfg: DictConfig, spec: EnvSpec | None
+) -> tuple[OfflineData, OfflineData, np.ndarray]:
     """(the full dataset with true actions, the semi-supervised one with NaN actions, labelled mask (E,))."""
     p = cfg.paper
     data = load_dataset(cfg.env.name, cfg.dataset, spec)

@@ -41,6 +41,11 @@ def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.
 class EnsembleDynamics(nn.Module):
     """p(s' - s, r | s, a) = N(mu, exp(logvar)) per member, inputs standardised by the training statistics."""
 
+    # buffers registered in __init__ (nn.Module.__getattr__ would type them as `Tensor | Module`)
+    elites: torch.Tensor
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+
     def __init__(
         self,
         obs_dim: int,
