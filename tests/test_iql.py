@@ -17,9 +17,10 @@ from omegaconf import OmegaConf
 from common.envs.base import EnvSpec
 from common.envs.discrete import DiscreteEnvSpec
 from common.errors import CheckpointError, ConfigError
+from common.offline.awr import advantage_weights, cosine_lr, gaussian_log_prob
 from common.offline.data import OfflineData
 from common.registry import CONF_DIR
-from papers.iql.agent import IQLAgent, advantage_weights, cosine_lr, expectile_loss, gaussian_log_prob
+from papers.iql.agent import IQLAgent, expectile_loss
 from tests.conftest import assert_kill_and_resume_identical
 from tests.test_td3bc import (  # the offline test fixtures both plugins share
     as_tensors,

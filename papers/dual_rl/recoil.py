@@ -13,8 +13,10 @@ commit): `critic_imitate.py` (`rkl_loss_imitate`, `update_v_imitate`, `update_q_
 (`update_imitate`), `learner_imitate.py` (`_update_jit`, `Learner`), `train_offline_imitate.py` (flags).
 
 Reads top to bottom: the networks, `prepare` (the demonstrations), `act`, then `update` in the official
-order: V, actor, Q, target critic. The run loop samples the pool half (`batch`); the agent samples an expert
-half of the same size from the demonstrations `prepare` received (its sampler state is checkpointed).
+order: V, actor, Q, target critic, each step the shared one of IQL's learner
+(common/offline/implicit_value.py `value_step`, `critic_step`; common/offline/awr.py `awr_weights`,
+`awr_actor_step`) with ReCOIL's losses. The run loop samples the pool half (`batch`); the agent samples an
+expert half of the same size from the demonstrations `prepare` received (its sampler state is checkpointed).
 """
 
 from __future__ import annotations
@@ -24,25 +26,32 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
 from common.agent import check_state_control
 from common.buffers.base import Batch
 from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
 from common.errors import ConfigError
-from common.networks import TwinQ, mlp, soft_update_
+from common.networks import soft_update_
 from common.offline.awr import (
     ACTION_CLIP,
-    GaussianActor,
-    advantage_weights,
+    awr_actor_step,
+    awr_weights,
+    check_actor_schedule,
     cosine_lr,
-    gaussian_log_prob,
-    orthogonal_relu_init_,
+    gaussian_act,
 )
 from common.offline.data import OfflineData, OfflineSampler
 from common.offline.dual_losses import gumbel_loss
-from common.precision import autocast, check_precision
+from common.offline.implicit_value import (
+    build_implicit_nets,
+    critic_step,
+    implicit_parts,
+    logged_scalars,
+    next_value,
+    value_step,
+)
+from common.precision import check_precision
 
 CFG_KEYS = (
     "actor_lr",
@@ -63,7 +72,6 @@ CFG_KEYS = (
     "actor_lr_schedule",
     "max_steps",
 )
-SCHEDULES = ("cosine", "constant")
 
 
 def recoil_critic_loss(q: torch.Tensor, target: torch.Tensor, expert_q: float, n_pool: int) -> torch.Tensor:
@@ -78,15 +86,7 @@ class ReCOILAgent:
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
         check_state_control("ReCOIL", cfg, CFG_KEYS, spec)
-        if cfg.actor_lr_schedule not in SCHEDULES:
-            raise ConfigError(
-                f"paper.agent.actor_lr_schedule={cfg.actor_lr_schedule!r} must be one of "
-                f"{', '.join(SCHEDULES)}"
-            )
-        if cfg.actor_lr_schedule == "cosine" and int(cfg.max_steps) < 1:
-            raise ConfigError(
-                f"paper.agent.max_steps={cfg.max_steps} must be positive for the cosine schedule"
-            )
+        check_actor_schedule(cfg)
         if not float(cfg.loss_temp) > 0.0:
             raise ConfigError(f"paper.agent.loss_temp={cfg.loss_temp} must be positive (the Gumbel beta)")
         if not 0.0 < float(cfg.discount) <= 1.0:
@@ -104,29 +104,16 @@ class ReCOILAgent:
         self.actor_lr = float(cfg.actor_lr)
         self.cosine = cfg.actor_lr_schedule == "cosine"
         self.max_steps = int(cfg.max_steps)
-        obs_dim, action_dim, hidden = spec.obs_shape[0], spec.action_shape[0], int(cfg.hidden_dim)
 
-        # Networks (value_net.py, policy.py): 256x256 ReLU MLPs, orthogonal init (gain sqrt 2) everywhere;
-        # LayerNorm in V only if value_layer_norm (ReCOIL's mujoco_config.py: layernorm=False).
-        self.actor = GaussianActor(
-            obs_dim, action_dim, hidden, float(cfg.log_std_min), float(cfg.log_std_max)
-        )
-        self.critic = TwinQ(obs_dim, action_dim, [hidden, hidden])
-        self.value = mlp(obs_dim, [hidden, hidden], 1, layer_norm=bool(cfg.value_layer_norm))
-        for net in (self.actor, self.critic, self.value):
-            net.apply(orthogonal_relu_init_).to(self.device)
-        self.critic_target = TwinQ(obs_dim, action_dim, [hidden, hidden]).to(self.device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=float(cfg.critic_lr))
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=float(cfg.value_lr))
+        # Networks (common/offline/implicit_value.py, as value_net.py, policy.py): 256x256 ReLU MLPs,
+        # orthogonal init (gain sqrt 2) everywhere; LayerNorm in V only if value_layer_norm (ReCOIL's
+        # mujoco_config.py: layernorm=False); the target critic starts as a copy; one Adam each.
+        nets = build_implicit_nets(cfg, spec, self.device, bool(cfg.value_layer_norm))
+        self.actor, self.critic, self.critic_target, self.value = nets[:4]
+        self.actor_opt, self.critic_opt, self.value_opt = nets[4:]
 
         self.expert_sampler: OfflineSampler | None = None  # set by `prepare`
         self.num_updates = 0  # the cosine schedule's count
-
-    def _autocast(self) -> Any:
-        return autocast(self.device, self.precision)
 
     # -----------------------------------------------------------------------------------------------
     # The demonstrations (train_offline_imitate.py: `expert_dataset.sample(batch_size)` next to every
@@ -143,13 +130,9 @@ class ReCOILAgent:
     # -----------------------------------------------------------------------------------------------
     # Acting (evaluation.py: `sample_actions(temperature=0)`, the tanh'd mean; samples clipped to [-1, 1]).
     # -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
-        with self._autocast():
-            mean, log_std = self.actor(obs_t)
-        action = mean if eval_mode else mean + log_std.exp() * torch.randn_like(mean)
-        return action[0].clamp(-1.0, 1.0).cpu().numpy()
+        return gaussian_act(self.actor, obs_t, not eval_mode, self.device, self.precision)
 
     # -----------------------------------------------------------------------------------------------
     # Learning (learner_imitate.py `_update_jit`): one batch [pool (n rows); expert (n rows)], rewards 0.
@@ -168,91 +151,73 @@ class ReCOILAgent:
         # Value (critic_imitate.py `update_v_imitate` + `rkl_loss_imitate`): XQL's rescaled Gumbel loss of
         # z = (min(Q1', Q2')(s, a) - V(s)) / beta on the whole batch (the clip at max_clip and the max-z
         # rescaling span both halves), averaged over the pool half only: V = soft max of Q over pool actions.
-        with torch.no_grad(), self._autocast():
-            tq1, tq2 = self.critic_target(obs, action)
-        q_target = torch.min(tq1, tq2).float()
-        with self._autocast():
-            v = self.value(obs).float()
-        value_loss = gumbel_loss(q_target - v, self.beta, self.max_clip)[:n].mean()
-        self.value_opt.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_opt.step()
+        q_target, v, value_loss = value_step(
+            self.critic_target,
+            self.value,
+            self.value_opt,
+            obs,
+            action,
+            lambda diff: gumbel_loss(diff, self.beta, self.max_clip)[:n],
+            self.device,
+            self.precision,
+        )
 
         # Policy (actor.py `update_imitate`): AWR on the pool half,
         # L_pi = -mean_pool[min(exp(temperature * (min(Q1', Q2') - V_new)), 100) log pi(a|s)].
-        with torch.no_grad():
-            with self._autocast():
-                v_new = self.value(obs).float()
-            adv = q_target - v_new
-            weights = advantage_weights(adv, self.temperature, self.adv_weight_max)
-        with self._autocast():
-            mean, log_std = self.actor(obs[:n])
-        actor_loss = -(weights[:n] * gaussian_log_prob(action[:n], mean, log_std)).mean()
+        adv, weights = awr_weights(
+            self.value, obs, q_target, self.temperature, self.adv_weight_max, self.device, self.precision
+        )
         lr = cosine_lr(self.actor_lr, self.num_updates, self.max_steps) if self.cosine else self.actor_lr
-        for group in self.actor_opt.param_groups:
-            group["lr"] = lr
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
+        actor_loss, log_std = awr_actor_step(
+            self.actor, self.actor_opt, obs[:n], action[:n], weights[:n], lr, self.device, self.precision
+        )
 
         # Q (critic_imitate.py `update_q_imitate`, "LS-IQ stability trick", arXiv 2303.00599), rewards 0:
         # y = -reward_gap + gamma * mask * V_new(s') + gamma * (1 - mask) * (-expert_q) on the pool half;
         # expert pairs are regressed to expert_q. gamma * (1 - mask) = gamma - discount.
-        with torch.no_grad():
-            with self._autocast():
-                next_v = self.value(next_obs).float()
-            target = -self.reward_gap + discount * next_v + (self.gamma - discount) * (-self.expert_q)
-        with self._autocast():
-            q1, q2 = self.critic(obs, action)
-        q1, q2 = q1.float(), q2.float()
-        critic_loss = recoil_critic_loss(q1, target, self.expert_q, n) + recoil_critic_loss(
-            q2, target, self.expert_q, n
+        next_v = next_value(self.value, next_obs, self.device, self.precision)
+        target = -self.reward_gap + discount * next_v + (self.gamma - discount) * (-self.expert_q)
+        critic_loss, q1, q2 = critic_step(
+            self.critic,
+            self.critic_opt,
+            obs,
+            action,
+            lambda q1, q2: (
+                recoil_critic_loss(q1, target, self.expert_q, n)
+                + recoil_critic_loss(q2, target, self.expert_q, n)
+            ),
+            self.device,
+            self.precision,
         )
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
 
         soft_update_(self.critic_target, self.critic, self.tau)  # learner_imitate.py `target_update`
         self.num_updates += 1
 
-        with torch.no_grad():
-            scalars = {
-                "value_loss": value_loss,
-                "v_pool": v[:n].mean(),
-                "v_expert": v[n:].mean(),
-                "critic_loss": critic_loss,
-                "q_pool": q1[:n].mean(),
-                "q_expert": q1[n:].mean(),
-                "actor_loss": actor_loss,
-                "adv": adv[:n].mean(),
-                "adv_weight": weights[:n].mean(),
-                "log_std": log_std.mean(),
-            }
-            values = torch.stack([s.reshape(()).float() for s in scalars.values()]).tolist()  # one sync
-        return {**dict(zip(scalars, values, strict=True)), "actor_lr": lr}
+        scalars = {
+            "value_loss": value_loss,
+            "v_pool": v[:n].mean(),
+            "v_expert": v[n:].mean(),
+            "critic_loss": critic_loss,
+            "q_pool": q1[:n].mean(),
+            "q_expert": q1[n:].mean(),
+            "actor_loss": actor_loss,
+            "adv": adv[:n].mean(),
+            "adv_weight": weights[:n].mean(),
+            "log_std": log_std.mean(),
+        }
+        return logged_scalars(scalars, lr)
 
     # -----------------------------------------------------------------------------------------------
     # Checkpointing: tensors, numbers, strings and the expert sampler's RNG state (a dict of ints).
     # -----------------------------------------------------------------------------------------------
-    def _parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        return {
-            "actor": self.actor,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "value": self.value,
-            "actor_opt": self.actor_opt,
-            "critic_opt": self.critic_opt,
-            "value_opt": self.value_opt,
-        }
-
     def state_dict(self) -> dict[str, Any]:
-        state = parts_state(self._parts())
+        state = parts_state(implicit_parts(self))
         rng = self.expert_sampler.get_rng_state() if self.expert_sampler is not None else {}
         state.update(num_updates=self.num_updates, expert_rng=rng)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_parts(self._parts(), state, "ReCOIL", extra=("num_updates", "expert_rng"))
+        load_parts(implicit_parts(self), state, "ReCOIL", extra=("num_updates", "expert_rng"))
         self.num_updates = int(state["num_updates"])
         if self.expert_sampler is not None and state["expert_rng"]:
             self.expert_sampler.set_rng_state(dict(state["expert_rng"]))
