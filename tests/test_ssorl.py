@@ -188,3 +188,15 @@ def test_bad_fraction_is_one_line_exit_2_and_nothing_written(cli, tmp_path: Path
         len(lines) == 1 and f"paper.labelled_fraction={fraction} must be" in lines[0] and "[0, 1)" in lines[0]
     ), proc.stderr
     assert not run_dir.exists()
+
+
+def test_derived_split_names_pass_the_split_check_and_typos_do_not():
+    from common.offline.minari_io import check_split
+
+    for args in (("medium-replay", 0.1, "lowest", 0.5, 0), ("medium", 0.025, "random", 1.0, 12)):
+        name = action_free_split(*args)
+        assert check_split(name) == name
+    assert action_free_split("medium", 0.025, "random", 1.0, 12) == "medium_labelled2p5-random-s12"
+    for typo in ("medium_replay", "medium_expert", "medium_labelled10"):
+        with pytest.raises(ConfigError, match="not a D4RL split"):
+            check_split(typo)

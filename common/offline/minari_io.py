@@ -32,10 +32,15 @@ FORMAT = "rlrepro.d4rl/1"
 DERIVED_SEP = "_"  # a derived split is <D4RL split>_<tag>, e.g. medium-replay_labelled10-lowest50-s0
 
 
+# the tag of a derived split, as common.offline.transforms.action_free_split names it; nothing looser, so a
+# typo such as `medium_replay` is still reported as "not a D4RL split"
+DERIVED_TAG = r"labelled[0-9p]+-(lowest[0-9p]+|random)-s[0-9]+"
+
+
 def check_split(split: Any) -> str:
     """A D4RL split, or one derived from it (``<split>_<tag>``: common.offline.transforms writes those)."""
     base, _, tag = str(split).partition(DERIVED_SEP)
-    if base not in SPLITS or (DERIVED_SEP in str(split) and not re.fullmatch(r"[a-z0-9-]+", tag)):
+    if base not in SPLITS or (DERIVED_SEP in str(split) and not re.fullmatch(DERIVED_TAG, tag)):
         raise ConfigError(f"dataset={split} is not a D4RL split; choose one of {', '.join(SPLITS)}")
     return str(split)
 
