@@ -12,6 +12,7 @@ and stores that loss's settings in `configure_value_loss` and states the loss (w
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -220,20 +221,20 @@ REWARD_SCALINGS = ("none", "locomotion", "antmaze")  # train_offline.py `make_en
 NOISE_CLIP = 0.5  # critic.py update_v: jnp.clip(noise * std, -0.5, 0.5)
 
 
-class ImplicitValueAgent:
+class ImplicitValueAgent(ABC):
     """V by the paper's loss of Q - V, twin Q regressed on r + gamma V(s'), AWR policy. Subclasses set
     `owner` (the name in error messages), `cfg_keys`, `configure_value_loss` and `value_loss`."""
 
     owner: str
     cfg_keys: tuple[str, ...]
 
+    @abstractmethod
     def configure_value_loss(self, cfg: DictConfig) -> None:
         """Validate (one-line ConfigErrors) and store the value loss's settings."""
-        raise NotImplementedError
 
+    @abstractmethod
     def value_loss(self, diff: torch.Tensor) -> torch.Tensor:
         """The element-wise value loss of diff = min(Q1', Q2')(s, a) - V(s)."""
-        raise NotImplementedError
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, device: torch.device, precision: str) -> None:
         check_state_control(self.owner, cfg, self.cfg_keys, spec)

@@ -10,11 +10,13 @@ Each learner's update is in its own file (bc.py, bve.py, ...), top to bottom.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -53,7 +55,7 @@ def network(obs_dim: int, outputs: int, cfg: DictConfig, seed: int) -> nn.Sequen
     return net
 
 
-class DiscreteLearner:
+class DiscreteLearner(ABC):
     """Shared plumbing; subclasses set `self.q` (and maybe more nets) and define `values` and `update`."""
 
     name = "learner"
@@ -84,12 +86,15 @@ class DiscreteLearner:
         return torch.optim.Adam([p for n in nets for p in n.parameters()], lr=float(self.cfg.lr))
 
     # ---------------------------------------------------------------------------------------- acting
+    @abstractmethod
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         """Action values (B, A) used greedily (eval mode of the upstream networks)."""
-        raise NotImplementedError
 
     def policy_probs(self, obs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The acting distribution (B, A); a value learner's is greedy: all mass on argmax Q (first of ties).
+        Learners that act by sampling (`greedy = False`) return their policy's probabilities instead."""
+        values = self.values(obs)
+        return F.one_hot(values.argmax(-1), values.shape[-1]).to(values.dtype)
 
     def epsilon(self, eval_mode: bool) -> float:
         if eval_mode:
@@ -106,8 +111,9 @@ class DiscreteLearner:
             return np.asarray(int(torch.distributions.Categorical(self.policy_probs(x)).sample()))
         return np.asarray(int(self.rng.integers(self.num_actions)))
 
+    @abstractmethod
     def update(self, batch: DiscreteBatch) -> dict[str, float]:
-        raise NotImplementedError
+        """One gradient step on `batch`; the scalars to log."""
 
     # ---------------------------------------------------------------------------------- checkpoints
     def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
