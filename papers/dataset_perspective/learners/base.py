@@ -116,8 +116,9 @@ class DiscreteLearner(ABC):
         """One gradient step on `batch`; the scalars to log."""
 
     # ---------------------------------------------------------------------------------- checkpoints
+    @abstractmethod
     def parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        raise NotImplementedError
+        """The networks and optimisers a checkpoint saves, by name."""
 
     def state_dict(self) -> dict[str, Any]:
         return {**parts_state(self.parts()), "iterations": self.iterations}
