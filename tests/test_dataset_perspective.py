@@ -337,3 +337,36 @@ def test_smoke_cli_writes_datasets_results_and_figure(cli, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "behavioural DQN" not in again.stderr
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["datasets"] == results["datasets"]
+
+
+def test_analysis_table_rows_and_family_means_by_hand(tmp_path) -> None:
+    """One row per (env, dataset, seed) with TQ, SACo, each learner's score and the families' means; a
+    family with a member missing is left out; the CLI writes the table and refuses a folder without runs."""
+    import json
+
+    from papers.dataset_perspective import analysis
+
+    results = {
+        "env": "cartpole",
+        "seed": 2,
+        "datasets": {"expert": {"tq": 1.0, "saco": 0.1}, "random": {"tq": 0.0, "saco": 0.9}},
+        "learners": {
+            "bc": {"expert": {"normalized_return": 0.9}, "random": {"normalized_return": 0.1}},
+            "dqn": {"expert": {"normalized_return": 0.2}, "random": {"normalized_return": 0.5}},
+            "qrdqn": {"expert": {"normalized_return": 0.4}, "random": {"normalized_return": 0.6}},
+            "rem": {"expert": {"normalized_return": 0.6}, "random": {"normalized_return": 0.7}},
+            "bcq": {"expert": {"normalized_return": 1.0}},
+        },
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "t.json"
+    assert analysis.main(["table", str(run), "--out", str(out)]) == 0
+    t = json.loads(out.read_text())
+    assert set(t) == {"cartpole/expert/s2", "cartpole/random/s2"}
+    e = t["cartpole/expert/s2"]
+    assert e["tq"] == 1.0 and e["saco"] == 0.1 and e["bc"] == 0.9 and e["bcq"] == 1.0
+    assert e["value_family"] == pytest.approx(0.4)  # (0.2 + 0.4 + 0.6) / 3
+    assert "constraint_family" not in e  # cql and crr did not run
+    assert analysis.main(["table", str(tmp_path / "nothing"), "--out", str(out)]) == 2

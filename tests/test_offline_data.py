@@ -44,7 +44,7 @@ def test_a_cut_last_episode_ends_as_a_truncation_at_the_seam():
     np.testing.assert_allclose(both.episode_returns(), [*a.episode_returns(), *b.episode_returns()])
     # a truncation still bootstraps: the sampler's discount at the seam is gamma, not 0
     sampler = OfflineSampler(both, discount=0.9, seed=0)
-    assert sampler._not_done[4, 0] == pytest.approx(0.9) and sampler._not_done[1, 0] == 0.0
+    assert sampler.not_done[4, 0] == pytest.approx(0.9) and sampler.not_done[1, 0] == 0.0
 
 
 def test_a_terminal_last_row_stays_terminal_only():

@@ -117,6 +117,28 @@ def test_arms_select_runs_by_paper_tag_and_dataset(tmp_path):
         gather(tmp_path, spec, load_runs([tmp_path]))
 
 
+def test_diverged_metric_counts_diverged_runs_as_one_and_finished_as_zero(tmp_path):
+    """`metric: diverged` turns each finished or diverged run into 0/1 (failed and running runs stay out),
+    so `greater` compares two arms' divergence rates."""
+    from common.evaluation.runs import load_runs
+
+    for s, state in enumerate(("diverged", "diverged", "finished"), start=1):
+        write_run_dir(tmp_path / f"x{s}", "xql", "hopper", s, [0, 10], [0.0, 1.0], state=state)
+        write_run_dir(tmp_path / f"f{s}", "dual_rl", "hopper", s, [0, 10], [0.0, 1.0])
+    write_run_dir(tmp_path / "x4", "xql", "hopper", 4, [0, 10], [0.0, 1.0], state="failed")
+    spec = {
+        "arms": {
+            "xql": {"paper": "xql", "metric": "diverged"},
+            "fdvl": {"paper": "dual_rl", "metric": "diverged"},
+        },
+        "claims": [{"id": "d", "text": "xql diverges more", "kind": "greater", "a": "xql", "b": "fdvl"}],
+    }
+    (claim,) = gather(tmp_path, spec, load_runs([tmp_path]))
+    assert claim["evidence"] == {"a": [1.0, 1.0, 0.0], "b": [0.0, 0.0, 0.0]}
+    assert [r["state"] for r in claim["sources"]["a"]["runs"]] == ["diverged", "diverged", "finished"]
+    assert claim["point"] == pytest.approx(2 / 3)
+
+
 def test_file_evidence_reads_dotted_keys_and_mappings(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps({"s": {"a": [1, 2], "per_seed": {"100": 5.0, "101": 7.0}}}))
     spec = {

@@ -63,25 +63,70 @@ class OfflineData:
 
 
 class OfflineSampler:
-    """Uniform minibatches of one-step transitions: ``discount = gamma * (1 - terminated)``."""
+    """Uniform minibatches of one-step transitions: ``discount = gamma * (1 - terminated)``.
 
-    def __init__(self, data: OfflineData, discount: float, seed: int) -> None:
+    `reserve` > 0 leaves room for that many rows `add`ed after the dataset's (online fine-tuning: the replay
+    buffer starts as the dataset and grows, as ikostrikov/implicit_q_learning train_finetune.py's
+    `initialize_with_dataset` + `insert`); batches are drawn from every row held so far.
+    """
+
+    def __init__(self, data: OfflineData, discount: float, seed: int, reserve: int = 0) -> None:
         self.data = data
         self.discount = float(discount)
         self.rng = np.random.default_rng(seed)
-        self._not_done = (1.0 - data.terminations.astype(np.float32))[:, None] * np.float32(self.discount)
-        self._rewards = data.rewards.astype(np.float32)[:, None]
+        n = len(data)
+        not_done = (1.0 - data.terminations.astype(np.float32))[:, None] * np.float32(self.discount)
+        rewards = data.rewards.astype(np.float32)[:, None]
+        if reserve <= 0:  # no copies of the dataset's arrays
+            self.obs, self.actions, self.next_obs = data.observations, data.actions, data.next_observations
+            self.rewards, self.not_done = rewards, not_done
+        else:
+
+            def grown(a: np.ndarray) -> np.ndarray:
+                out = np.zeros((n + reserve, *a.shape[1:]), dtype=a.dtype)
+                out[:n] = a
+                return out
+
+            self.obs, self.actions = grown(data.observations), grown(data.actions)
+            self.next_obs, self.rewards, self.not_done = (
+                grown(data.next_observations),
+                grown(rewards),
+                grown(not_done),
+            )
+        self.dataset_rows, self.size = n, n
 
     def sample(self, batch_size: int) -> Batch:
-        idx = self.rng.integers(0, len(self.data), size=batch_size)
-        d = self.data
+        idx = self.rng.integers(0, self.size, size=batch_size)
         return Batch(
-            obs=d.observations[idx],
-            action=d.actions[idx],
-            reward=self._rewards[idx],
-            discount=self._not_done[idx],
-            next_obs=d.next_observations[idx],
+            obs=self.obs[idx],
+            action=self.actions[idx],
+            reward=self.rewards[idx],
+            discount=self.not_done[idx],
+            next_obs=self.next_obs[idx],
         )
+
+    def add(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool
+    ) -> None:
+        """Append one transition (a time-limit end is not terminal: it still bootstraps)."""
+        if self.size >= len(self.rewards):
+            raise RuntimeError(f"the sampler holds {self.size} rows and has no room reserved for more")
+        i = self.size
+        self.obs[i], self.actions[i], self.next_obs[i] = obs, action, next_obs
+        self.rewards[i, 0] = reward
+        self.not_done[i, 0] = 0.0 if terminated else self.discount
+        self.size += 1
+
+    def added_rows(self) -> dict[str, np.ndarray]:
+        """The rows `add`ed so far (what a checkpoint keeps; the dataset rows come from the dataset)."""
+        sl = slice(self.dataset_rows, self.size)
+        return {k: getattr(self, k)[sl].copy() for k in ("obs", "actions", "next_obs", "rewards", "not_done")}
+
+    def load_added_rows(self, rows: dict[str, np.ndarray]) -> None:
+        m = len(rows["rewards"])
+        for k, v in rows.items():
+            getattr(self, k)[self.dataset_rows : self.dataset_rows + m] = np.asarray(v)
+        self.size = self.dataset_rows + m
 
     def get_rng_state(self) -> dict[str, Any]:
         return dict(self.rng.bit_generator.state)

@@ -257,14 +257,16 @@ def _numbers(value: Any, where: str) -> list[float]:
 
 
 def _run_metric(run: Any, metric: str, failed: str = "exclude") -> float | None:
-    """A run's value: `final` (status score), `normalized` (by its bounds, ×100 as D4RL), or
-    `json:<file>:<dotted key>` read from the run directory. `failed="last_eval"` scores a run that stopped
-    with an error or diverged at its last evaluation instead of dropping it: dropping the runs a method
-    breaks would flatter it."""
+    """A run's value: `final` (status score), `normalized` (by its bounds, ×100 as D4RL), `diverged`
+    (1 or 0: a rate when averaged), or `json:<file>:<dotted key>` read from the run directory.
+    `failed="last_eval"` scores a run that stopped with an error or diverged at its last evaluation instead
+    of dropping it: dropping the runs a method breaks would flatter it."""
     if metric == "final":
         if failed == "last_eval" and run.state in ("failed", "diverged"):
             return run.final
         return run.final if run.complete else None
+    if metric == "diverged":  # 1 for a run stopped by a non-finite loss/action/weight, 0 for a finished one
+        return 1.0 if run.state == "diverged" else 0.0 if run.complete else None
     if metric == "normalized":
         if not run.complete or run.bounds is None:
             return None
@@ -275,7 +277,7 @@ def _run_metric(run: Any, metric: str, failed: str = "exclude") -> float | None:
         if not run.complete or not path.exists():
             return None
         return float(_dotted(json.loads(path.read_text()), key, str(path)))
-    raise ConfigError(f"unknown metric {metric!r}: final, normalized or json:<file>:<key>")
+    raise ConfigError(f"unknown metric {metric!r}: final, normalized, diverged or json:<file>:<key>")
 
 
 def _dataset(run: Any) -> str | None:

@@ -27,6 +27,7 @@ from common.errors import ConfigError, DatasetError
 from common.evaluation.normalization import normalized_score
 from common.logger import Averager
 from common.loop import build_env
+from common.offline import switch as switch_summary
 from common.offline.loop import record_dataset
 from common.offline.minari_io import check_split, dataset_id, datasets_root, load_dataset, read_info
 from common.registry import loop
@@ -98,7 +99,8 @@ def run(cfg: DictConfig, ctx: RunContext, env: Any, train_env: Any, data: Any) -
     bppo_start, total = int(ends[3]), switch + int(p.online_steps)
     ckpt_every = int(cfg.checkpoint.every_frames)
     c: dict[str, Any] = {"step": 0, "elapsed": 0.0, "last_eval_step": -1, "last_return": float("nan"),
-                         "last_score": float("nan"), "done_events": 0, "next_ckpt": ckpt_every}  # fmt: skip
+                         "last_score": float("nan"), "done_events": 0, "next_ckpt": ckpt_every,
+                         "switch": switch_summary.new_state()}  # fmt: skip
     rngs = {"env_rng": env, **({"train_env_rng": train_env} if train_env is not None else {})}
     session = RunSession(
         cfg, ctx, agent, c, total_steps=total, unit="step", rngs=rngs,
@@ -131,6 +133,7 @@ def run(cfg: DictConfig, ctx: RunContext, env: Any, train_env: Any, data: Any) -
         score = float(normalized_score(result["episode_return"], ref_min, ref_max))
         c["last_eval_step"], c["last_return"], c["last_score"] = step, result["episode_return"], score
         online = max(0, step - switch)
+        switch_summary.note_online(c["switch"], step - switch, score, int(t.switch_window))
         row = {"frame": step, "step": step, "env_steps": online, "online": float(step > switch),
                **result, "normalized_score": score, **extra, "time": session.elapsed()}  # fmt: skip
         session.log_eval(step, row)
@@ -163,10 +166,17 @@ def run(cfg: DictConfig, ctx: RunContext, env: Any, train_env: Any, data: Any) -
         agent.select(best_k)
         score = float(normalized_score(best_row["episode_return"], ref_min, ref_max))  # type: ignore[index]
         c["last_return"], c["last_score"] = best_row["episode_return"], score  # type: ignore[index]
+        c["switch"]["start_score"] = score
         session.log_eval(c["step"], {"frame": c["step"], "step": c["step"], "env_steps": 0, "online": 0.0,
                                      **best_row, "normalized_score": score, "handover": 1.0,  # type: ignore[dict-item]
                                      "member": float(best_k), "time": session.elapsed()})  # fmt: skip
         return True
+
+    def offline_result(row: dict[str, float] | None) -> bool:
+        """The ensemble's evaluation at the switch is the offline result (False: a signal cut it)."""
+        if row is not None:
+            c["switch"]["offline_score"] = row["normalized_score"]
+        return row is not None
 
     def online_eval_due(o: int) -> bool:
         dense = o <= int(t.switch_window) and o % int(t.switch_eval_every) == 0
@@ -183,7 +193,7 @@ def run(cfg: DictConfig, ctx: RunContext, env: Any, train_env: Any, data: Any) -
             break
         if step >= bppo_start and not event(2, ope_and_eval):
             break
-        ensemble_eval = lambda at=step: evaluate(at, ope_mean=float(agent.last_ope.mean())) is not None  # noqa: E731
+        ensemble_eval = lambda at=step: offline_result(evaluate(at, ope_mean=float(agent.last_ope.mean())))  # noqa: E731
         if step >= switch and int(p.offline_steps) > 0 and not event(3, ensemble_eval):
             break
         if step >= switch and int(p.online_steps) > 0 and not event(4, handover):
@@ -241,6 +251,8 @@ def run(cfg: DictConfig, ctx: RunContext, env: Any, train_env: Any, data: Any) -
         session.close()
         return float(c["last_return"])
     done = c["step"] >= total
+    if done and int(p.online_steps) > 0:
+        switch_summary.write(ctx.run_dir, c["switch"], c["last_score"], int(t.switch_window))
     summary = {"final_return": c["last_return"], "final_normalized_score": c["last_score"]}
     session.close(summary if done else None)
     return float(c["last_return"])
