@@ -47,6 +47,38 @@ from common.session import RunSession, make_agent
 # ------------------------------------------------------------------------------------------- the agent
 
 
+# ---------------------------------------------------------------------------------------------------
+# The two formulas every PPO-style learner here shares (papers/ppo, papers/uni_o4).
+# ---------------------------------------------------------------------------------------------------
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminal: torch.Tensor,
+    episode_end: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimation (Schulman et al. 2016, Eq. 11-12) over a rollout, time first:
+    δ_t = r_t + γ (1 − terminal_t) V'_t − V_t, with V'_t the value of the observation after step t, and
+    Â_t = δ_t + γλ (1 − end_t) Â_{t+1}, zero after the last step. `terminal` (float 0/1) marks true terminals,
+    which do not bootstrap; `episode_end` marks every end (a terminal or a time limit), where the sum stops
+    although a time limit still bootstraps from V'_t."""
+    deltas = rewards + gamma * (1.0 - terminal) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * lam * (1.0 - episode_end[t]) * running
+        advantages[t] = running
+    return advantages
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's clipped objective (Schulman et al. 2017, Eq. 7) as a loss:
+    −E[min(r Â, clip(r, 1 − ε, 1 + ε) Â)]."""
+    return torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+
+
 class OnPolicyAgent(Policy, Protocol):
     """An agent for `train_onpolicy`, built like every agent: ``Entry(cfg.paper.agent, spec, device,
     precision)``. Batched over envs: `obs` is ``(num_envs, *obs_shape)``, raw from the envs. It keeps its own

@@ -17,8 +17,8 @@ from common.envs.base import EnvSpec
 from common.envs.discrete import DiscreteEnvSpec
 from common.errors import ConfigError
 from common.logger import read_metrics
-from common.onpolicy import ObservationNormalizer, RewardNormalizer, RunningMeanStd
-from papers.ppo.agent import PPOAgent, clipped_surrogate, gae
+from common.onpolicy import ObservationNormalizer, RewardNormalizer, RunningMeanStd, clipped_surrogate, gae
+from papers.ppo.agent import PPOAgent, next_values
 from tests.conftest import assert_kill_and_resume_identical, run_cli
 
 CPU = torch.device("cpu")
@@ -26,6 +26,11 @@ OBS, ACT = 3, 2
 
 
 # --- GAE ------------------------------------------------------------------------------------------------
+def rollout_gae(r, v, term, trunc, final, last, g, lam):  # noqa: ANN001, ANN202
+    """PPO's advantages: the shared GAE with the rollout's next values (time limits bootstrap)."""
+    return gae(r, v, next_values(v, trunc, final, last), term.float(), (term | trunc).float(), g, lam)
+
+
 def test_gae_matches_hand_computed_advantages_with_truncation_and_termination() -> None:
     g, lam = 0.9, 0.5
     # two envs, three steps. env 0: the episode goes on throughout (bootstrap from last_value).
@@ -46,16 +51,16 @@ def test_gae_matches_hand_computed_advantages_with_truncation_and_termination() 
     a11 = -0.55 + 0.45 * a12
     a10 = 10.0
     want = torch.tensor([[a00, a10], [a01, a11], [a02, a12]])
-    torch.testing.assert_close(gae(r, v, term, trunc, final, last, g, lam), want)
+    torch.testing.assert_close(rollout_gae(r, v, term, trunc, final, last, g, lam), want)
 
 
 def test_truncation_bootstraps_and_termination_does_not() -> None:
     r, v = torch.tensor([[1.0]]), torch.tensor([[2.0]])
     final, last, no = torch.tensor([[5.0]]), torch.tensor([7.0]), torch.tensor([[False]])
     yes = torch.tensor([[True]])
-    truncated = gae(r, v, no, yes, final, last, 0.9, 0.95)
-    terminated = gae(r, v, yes, no, final, last, 0.9, 0.95)
-    going_on = gae(r, v, no, no, final, last, 0.9, 0.95)
+    truncated = rollout_gae(r, v, no, yes, final, last, 0.9, 0.95)
+    terminated = rollout_gae(r, v, yes, no, final, last, 0.9, 0.95)
+    going_on = rollout_gae(r, v, no, no, final, last, 0.9, 0.95)
     torch.testing.assert_close(truncated, torch.tensor([[1.0 + 0.9 * 5.0 - 2.0]]))  # V(final obs)
     torch.testing.assert_close(terminated, torch.tensor([[1.0 - 2.0]]))  # nothing after a terminal
     torch.testing.assert_close(going_on, torch.tensor([[1.0 + 0.9 * 7.0 - 2.0]]))  # next value

@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from common.logger import read_metrics
-from papers.uni_o4.agent import UniO4Agent, clipped_surrogate, diversity_bc_loss, gae, ope_gate
+from common.onpolicy import clipped_surrogate, gae
+from papers.uni_o4.agent import UniO4Agent, diversity_bc_loss, ope_gate
 from tests.conftest import assert_kill_and_resume_identical, run_cli
 from tests.test_td3bc import make_spec, pendulum_dataset, pendulum_env, references, toy_data
 

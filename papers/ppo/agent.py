@@ -25,7 +25,7 @@ from torch.distributions import Categorical, Distribution, Normal
 from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
 from common.errors import ConfigError
-from common.onpolicy import ObservationNormalizer, RewardNormalizer, Rollout
+from common.onpolicy import ObservationNormalizer, RewardNormalizer, Rollout, clipped_surrogate, gae
 from common.precision import check_precision
 
 CFG_KEYS = (
@@ -99,42 +99,19 @@ class ActorCritic(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The math under test: GAE (Eq. 11-12) with time-limit bootstrapping, and the clipped surrogate (Eq. 7).
+# The next values GAE (common.onpolicy.gae, Eq. 11-12) bootstraps from, with time limits bootstrapping.
 # ---------------------------------------------------------------------------------------------------
-def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_values: torch.Tensor,
-    last_value: torch.Tensor,
-    gamma: float,
-    lam: float,
+def next_values(
+    values: torch.Tensor, truncated: torch.Tensor, final_values: torch.Tensor, last_value: torch.Tensor
 ) -> torch.Tensor:
-    """Advantages Â_t = Σ_l (γλ)^l δ_{t+l} within each episode, all ``(T, N)``; `last_value` ``(N,)``.
-
-    δ_t = r_t + γ V(s_{t+1}) − V(s_t) where V(s_{t+1}) is: the next stored value (or `last_value` after the
-    last step) while the episode goes on; `final_values[t]`, the value of the observation the episode was
-    truncated at (a time limit is not an end of the task); 0 after a true terminal. The sum stops at either
-    end. DEVIATION: CleanRL treats a truncation as a terminal (no bootstrap); this is SB3's and the
-    partial-episode-bootstrapping fix (Pardo et al. 2018), which the issue asks for.
-    """
-    steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    for t in reversed(range(steps)):
-        following = last_value if t == steps - 1 else values[t + 1]
-        ended = (terminated[t] | truncated[t]).float()
-        next_value = torch.where(truncated[t], final_values[t], following * (1.0 - ended))
-        delta = rewards[t] + gamma * next_value - values[t]
-        running = delta + gamma * lam * (1.0 - ended) * running
-        advantages[t] = running
-    return advantages
-
-
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
-    """Eq. 7 as a loss: −E[min(r Â, clip(r, 1 − ε, 1 + ε) Â)] = E[max(−r Â, −clip(r) Â)]."""
-    return torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+    """V(s_{t+1}) for each step of a ``(T, N)`` rollout: the next stored value (`last_value` ``(N,)``
+    after the last step) or, where the episode was truncated, `final_values[t]`, the value of the observation
+    it was cut at (a time limit is not an end of the task). `common.onpolicy.gae` zeroes it after a true
+    terminal.
+    DEVIATION: CleanRL treats a truncation as a terminal (no bootstrap); this is SB3's and the
+    partial-episode-bootstrapping fix (Pardo et al. 2018), which the issue asks for."""
+    following = torch.cat([values[1:], last_value.unsqueeze(0)])
+    return torch.where(truncated, final_values, following)
 
 
 class PPOAgent:
@@ -265,13 +242,12 @@ class PPOAgent:
         d = {k: v.to(self.device) for k, v in self.rollout.data.items()}
         with torch.no_grad():
             last_value = self.net.value(self._obs(next_obs, update=False))
-            advantages = gae(
+            advantages = gae(  # Eq. 11-12
                 d["reward"],
                 d["value"],
-                d["terminated"],
-                d["truncated"],
-                d["final_value"],
-                last_value,
+                next_values(d["value"], d["truncated"], d["final_value"], last_value),
+                d["terminated"].float(),
+                (d["terminated"] | d["truncated"]).float(),
                 self.gamma,
                 self.lam,
             )

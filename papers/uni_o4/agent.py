@@ -26,7 +26,7 @@ from common.checkpoint import load_parts, parts_state
 from common.envs.base import EnvSpec
 from common.errors import ConfigError
 from common.offline.data import OfflineData
-from common.onpolicy import Rollout
+from common.onpolicy import Rollout, clipped_surrogate, gae
 from common.precision import check_precision
 from papers.uni_o4.dynamics import EnsembleDynamics, terminated
 
@@ -99,36 +99,10 @@ def diversity_bc_loss(own: torch.Tensor, others: torch.Tensor, alpha: float) -> 
     return (-own - alpha * (own - best_other)).mean()
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantage: torch.Tensor, clip: float) -> torch.Tensor:
-    """Eq. 6 / 9 as a loss: -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]. (papers/ppo has the same formula in
-    `papers.ppo.agent.clipped_surrogate`: a candidate for common/; written here as papers never import.)"""
-    return -torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage).mean()
-
-
 def ope_gate(candidate: np.ndarray, best: np.ndarray) -> np.ndarray:
     """Eq. 8 (main.py): member k's improved policy replaces its behaviour (old) policy only when its OPE
     estimate beats the best so far: the indices with candidate > best (strictly)."""
     return np.where(np.asarray(candidate) > np.asarray(best))[0]
-
-
-def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    dw: torch.Tensor,
-    done: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> torch.Tensor:
-    """ppo_finetune/ppo.py `update`: delta = r + gamma (1 - dw) V(s') - V(s) (dw: a true terminal), A_t =
-    delta_t + gamma lam (1 - done_t) A_{t+1} (done: any episode end), 0 after the batch. (papers/ppo has its
-    own `gae`; a shared one in common/onpolicy.py would serve both.)"""
-    deltas = rewards + gamma * (1.0 - dw) * next_values - values
-    adv, running = torch.zeros_like(rewards), torch.zeros(())
-    for t in reversed(range(rewards.shape[0])):
-        running = deltas[t] + gamma * lam * (1.0 - done[t]) * running
-        adv[t] = running
-    return adv
 
 
 class UniO4Agent:
