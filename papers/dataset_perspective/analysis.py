@@ -38,10 +38,13 @@ def rows(results: dict[str, Any]) -> dict[str, dict[str, float]]:
         for learner, per_kind in results.get("learners", {}).items():
             if kind in per_kind:
                 row[learner] = float(per_kind[kind]["normalized_return"])
+        row = {
+            k: v for k, v in row.items() if np.isfinite(v)
+        }  # NaN: undefined (the online run never beat random)
         for family, members in FAMILIES.items():
             if all(m in row for m in members):
                 row[family] = float(np.mean([row[m] for m in members]))
-        if len(row) > 2:  # a dataset no learner trained on has nothing to correlate
+        if "tq" in row and len(row) > 2:  # a dataset no learner trained on has nothing to correlate
             out[f"{results['env']}/{kind}/s{results['seed']}"] = row
     return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -263,6 +264,12 @@ def measure(
     bins = int(m.saco_bins)
     random_return = float(metrics.episode_returns(data["random"].rewards, dones["random"]).mean())
     online_best = float(max(online_returns))
+    if online_best == random_return:
+        print(
+            f"warning: the online DQN's best evaluation ({online_best:g}) equals the random dataset's mean "
+            f"return: TQ and the normalised returns are undefined (NaN); raise paper.train.num_frames",
+            file=sys.stderr,
+        )
     replay = data["replay"]
     limits = metrics.sa_limits(replay.observations, replay.actions) if m.saco_limits == "replay" else None
     counts = {

@@ -146,7 +146,7 @@ class DatasetSampler:
 
 
 def normalised(value: float, random_return: float, online_best: float) -> float:
-    return float((value - random_return) / (online_best - random_return))
+    return metrics.scaled(value, random_return, online_best)
 
 
 def train_pair(

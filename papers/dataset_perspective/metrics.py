@@ -30,8 +30,15 @@ def episode_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
 
 def trajectory_quality(mean_return: float, random_return: float, online_best: float) -> float:
     """Eq. (TQ) = (mean episode return of the dataset - that of the random dataset) / (the online run's best
-    evaluation return - that of the random dataset)."""
-    return float((mean_return - random_return) / (online_best - random_return))
+    evaluation return - that of the random dataset). NaN when the online run never did better than random
+    (the denominator is 0: no scale to measure quality on; the run says so)."""
+    return scaled(mean_return, random_return, online_best)
+
+
+def scaled(value: float, random_return: float, online_best: float) -> float:
+    """(value - random) / (online best - random): TQ's and the learners' normalisation; NaN on a zero span."""
+    span = online_best - random_return
+    return float((value - random_return) / span) if span != 0 else float("nan")
 
 
 def discretise(states: np.ndarray, actions: np.ndarray, limits: np.ndarray | None, bins: int) -> np.ndarray:
