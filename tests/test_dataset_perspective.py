@@ -73,7 +73,7 @@ def test_episode_returns_and_tq_by_hand():
     assert metrics.episode_returns(rewards, dones).tolist() == [3.0, 4.0]
     # TQ = (3.5 - 1.5) / (9.5 - 1.5) = 0.25
     assert metrics.trajectory_quality(3.5, 1.5, 9.5) == pytest.approx(0.25)
-    # an online run that never beat random leaves no scale: undefined, not a crash (e.g. Acrobot at smoke size)
+    # an online run that never beat random leaves no scale: undefined, not a crash (Acrobot at smoke size)
     assert math.isnan(metrics.trajectory_quality(-100.0, -100.0, -100.0))
 
 

@@ -281,6 +281,8 @@ def test_committed_page_rerenders_from_its_json_with_the_same_verdicts(page):
     assert check_page(page) == []
     data = json.loads((page / "claims.json").read_text())
     assert render(load_page(page), data) == (page / "README.md").read_text()
+    for fig in load_page(page).get("figures") or []:  # the paper's own plots the page shows are committed
+        assert (page / fig["file"]).is_file(), fig
     for claim in data["claims"]:
         assert claim["verdict"] in ("holds", "fails", "inconclusive")
         assert np.isfinite([claim["point"], claim["lower"], claim["upper"]]).all()

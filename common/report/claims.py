@@ -561,6 +561,11 @@ def render(spec: dict[str, Any], data: dict[str, Any]) -> str:
     for key, head in (("budget", "Budget"), ("machine", "Machine"), ("notes", "Notes")):
         if spec.get(key):
             lines += [f"## {head}", "", str(spec[key]).strip(), ""]
+    figures = spec.get("figures") or []
+    if figures:  # a paper's own plots, copied next to page.yaml by the page's commands
+        lines += ["## Figures", ""]
+        for fig in figures:
+            lines += [f"![{fig['caption']}]({fig['file']})", "", f"*{fig['caption']}*", ""]
     if data.get("machine"):
         lines += [f"Measured on: {data['machine']}.", ""]
     if spec.get("commands"):
@@ -595,6 +600,11 @@ def make_page(page: Path) -> dict[str, Any]:
     from common.evaluation.runs import load_runs
 
     spec = load_page(page)
+    for fig in spec.get("figures") or []:
+        if not isinstance(fig, dict) or not {"file", "caption"} <= set(fig):
+            raise ConfigError(f"{page / PAGE_FILE}: each of `figures` needs file and caption, got {fig!r}")
+        if not (page / str(fig["file"])).exists():
+            raise ConfigError(f"{page / str(fig['file'])} is missing; run the page's commands")
     paths = [Path.cwd() / p for p in spec.get("runs") or []]
     runs = load_runs(paths) if paths else []
     if spec.get("report") and paths:
