@@ -78,7 +78,8 @@ def test_switch_summary_by_hand() -> None:
 
 def test_cli_offline_then_online(tiny_d4rl: dict[str, Path], tmp_path: Path) -> None:
     env = {"MINARI_DATASETS_PATH": str(tiny_d4rl["root"])}
-    run_cli(*ONLINE, f"hydra.run.dir={tmp_path}", env=env, check=True, timeout=240)
+    proc = run_cli(*ONLINE, f"hydra.run.dir={tmp_path}", env=env, check=True, timeout=240)
+    assert "actor stops learning online" in proc.stderr  # IQL's default cosine schedule ends offline
     evals = read_metrics(tmp_path / "eval.jsonl")
     offline_end = 200  # debug=smoke: 200 offline updates
     assert [r["step"] for r in evals if r["step"] >= offline_end] == [200, 220, 240, 260, 320]

@@ -139,6 +139,32 @@ def test_diverged_metric_counts_diverged_runs_as_one_and_finished_as_zero(tmp_pa
     assert claim["point"] == pytest.approx(2 / 3)
 
 
+def test_rate_greater_uses_newcombes_interval_by_hand():
+    """0/3 vs 0/3 cannot be decided (the bootstrap would collapse to [0, 0] and say fails); 3/3 vs 0/3
+    holds. The bounds are Newcombe's method 10 (statsmodels' `newcomb`: [-0.5615, 0.5615], [0.2059, 1])."""
+    v = verdict("rate_greater", {"a": [0.0, 0.0, 0.0], "b": [0.0, 0.0, 0.0]}, {})
+    assert v["verdict"] == "inconclusive" and v["point"] == 0.0
+    assert v["lower"] == pytest.approx(-0.561497, abs=1e-5)
+    assert v["upper"] == pytest.approx(0.561497, abs=1e-5)
+    v = verdict("rate_greater", {"a": [1.0, 1.0, 1.0], "b": [0.0, 0.0, 0.0]}, {})
+    assert v["verdict"] == "holds" and v["lower"] == pytest.approx(0.205923, abs=1e-5) and v["upper"] == 1.0
+    v = verdict("rate_greater", {"a": [0.0] * 20, "b": [1.0] * 20}, {})
+    assert v["verdict"] == "fails"
+    with pytest.raises(ConfigError, match="0/1 values"):
+        verdict("rate_greater", {"a": [0.5], "b": [0.0]}, {})
+
+
+def test_rate_greater_agrees_with_statsmodels():
+    sm = pytest.importorskip("statsmodels.stats.proportion")
+    from common.report.claims import rate_diff_ci
+
+    for ka, kb, n in [(0, 0, 3), (2, 0, 3), (1, 4, 5), (7, 3, 10)]:
+        a, b = [1.0] * ka + [0.0] * (n - ka), [1.0] * kb + [0.0] * (n - kb)
+        lo, hi = sm.confint_proportions_2indep(ka, n, kb, n, method="newcomb")
+        _, got_lo, got_hi = rate_diff_ci(a, b)
+        assert got_lo == pytest.approx(lo, abs=1e-9) and got_hi == pytest.approx(hi, abs=1e-9)
+
+
 def test_file_evidence_reads_dotted_keys_and_mappings(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps({"s": {"a": [1, 2], "per_seed": {"100": 5.0, "101": 7.0}}}))
     spec = {

@@ -12,6 +12,7 @@ a signal are `common.session.RunSession`'s, shared with the online loop.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, cast
 
@@ -72,6 +73,12 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"paper.train.{key} must be a positive number of env steps")
         if int(t.get("switch_window") or 0) < 0:
             raise ConfigError(f"paper.train.switch_window={t.switch_window} must be >= 0")
+        if cfg.paper.get("agent", {}).get("actor_lr_schedule") == "cosine":
+            print(
+                "warning: paper.agent.actor_lr_schedule=cosine reaches 0 at the last offline update, so the "
+                "actor stops learning online; fine-tuning runs use paper.agent.actor_lr_schedule=constant",
+                file=sys.stderr,
+            )
     if read_info(cfg.env.name, cfg.dataset) is None:  # before the run directory is written
         raise DatasetError(
             f"dataset {dataset_id(cfg.env.name, cfg.dataset)} not found under {datasets_root()} "

@@ -17,6 +17,9 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   inside (−margin, margin), fails when it lies wholly outside, else inconclusive.
 * `rate_at_most`: a rate k/n ≤ alpha (e.g. a family-wise error): exact Clopper-Pearson 95% interval; holds
   when its upper bound ≤ alpha, fails when its lower bound > alpha, else inconclusive.
+* `rate_greater`: rate(a) − rate(b) > margin for arms of 0/1 values (`metric: diverged`: the share of runs
+  that diverged): Newcombe's hybrid score interval of the difference (Wilson intervals per arm), which stays
+  honest on a few runs with no events; same holds/fails rule as `greater`.
 * `mean_below`: mean(a) < threshold (e.g. interims used before stopping): bootstrap CI of the mean; holds
   when its upper bound < threshold, fails when its lower bound ≥ threshold, else inconclusive.
 * `aggregate_greater`: an aggregate over several tasks (`metric`: iqm, mean or median of every run's
@@ -34,9 +37,9 @@ re-rendered and its verdicts checked without the runs. Claim kinds (`kind:` in p
   undefined, are dropped and counted): holds when the CI lies above the margin, fails when it lies at or
   below it, else inconclusive (also when ρ itself is undefined).
 
-An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`) over the page's run
-directories, or a value read from a JSON file of the page (`file`, `key`: a dotted path to a number or a
-list of numbers).
+An arm is either a run selector (`paper`, `env`, `tag`, `dataset`, optional `metric`: `final`, `normalized`,
+`diverged` or `json:<file>:<dotted key>`) over the page's run directories, or a value read from a JSON file
+of the page (`file`, `key`: a dotted path to a number or a list of numbers).
 """
 
 from __future__ import annotations
@@ -56,7 +59,15 @@ from common.errors import ConfigError, RlreproError
 
 CONFIDENCE = 0.95
 REPS = 20_000
-KINDS = ("greater", "equivalent", "rate_at_most", "mean_below", "aggregate_greater", "rank_correlation")
+KINDS = (
+    "greater",
+    "equivalent",
+    "rate_at_most",
+    "rate_greater",
+    "mean_below",
+    "aggregate_greater",
+    "rank_correlation",
+)
 AGGREGATES = ("iqm", "mean", "median")
 VERDICTS = ("holds", "fails", "inconclusive")
 PAGE_FILE = "page.yaml"
@@ -94,6 +105,26 @@ def rate_ci(k: int, n: int) -> tuple[float, float, float]:
         raise ConfigError(f"a rate needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
     ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
     return k / n, float(ci.low), float(ci.high)
+
+
+def rate_diff_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """p_a − p_b of two 0/1 samples (e.g. diverged runs) and Newcombe's hybrid score interval (1998, method
+    10): each rate's Wilson interval (scipy), combined as p_a − p_b ∓ sqrt of the two facing squared
+    distances. Unlike a bootstrap, it stays wide on few runs with no events (0/3 vs 0/3: ±0.56)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or y.size == 0 or not np.isin(np.concatenate([x, y]), (0.0, 1.0)).all():
+        raise ConfigError("a rate_greater claim's arms must hold 0/1 values (e.g. metric: diverged)")
+
+    def wilson(v: np.ndarray) -> tuple[float, float, float]:
+        ci = sps.binomtest(int(v.sum()), int(v.size)).proportion_ci(
+            confidence_level=CONFIDENCE, method="wilson"
+        )
+        return float(v.mean()), float(ci.low), float(ci.high)
+
+    (p1, l1, u1), (p2, l2, u2) = wilson(x), wilson(y)
+    lo = p1 - p2 - float(np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2))
+    hi = p1 - p2 + float(np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+    return p1 - p2, lo, hi
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -214,6 +245,12 @@ def verdict(kind: str, evidence: dict[str, Any], params: dict[str, Any], seed: i
         point, lo, hi = rate_ci(int(evidence["k"]), int(evidence["n"]))
         v = "holds" if hi <= alpha else "fails" if lo > alpha else "inconclusive"
         rule = f"Clopper-Pearson 95% CI of k/n vs {alpha:g}: upper ≤ → holds, lower > → fails"
+    elif kind == "rate_greater":
+        point, lo, hi = rate_diff_ci(evidence["a"], evidence["b"])
+        v = "holds" if lo > margin else "fails" if hi <= margin else "inconclusive"
+        rule = (
+            f"Newcombe 95% CI of rate(a) − rate(b) vs {margin:g}: wholly above → holds, at or below → fails"
+        )
     elif kind == "aggregate_greater":
         metric = str(params.get("metric", "iqm"))
         point, lo, hi = aggregate_diff_ci(
