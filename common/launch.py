@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -227,7 +228,31 @@ def _run(
         print(f"stopped with a checkpoint; continue with: python run.py resume={run_dir}", file=sys.stderr)
         if requeue:
             requeue_after_stop(stop.signal)  # inside a SLURM job: back in the queue, resumes from here
+        sweep = _local_multirun_dir()
+        if sweep is not None:  # Ctrl-C or kill on a local sweep stops the sweep, not just this job
+            name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal"
+            print(
+                f"the multirun stops here on {name}: the jobs after this one were not started; run the same "
+                f"command with hydra.sweep.dir={sweep} to continue (finished runs are kept, stopped ones "
+                f"resume)",
+                file=sys.stderr,
+            )
+            sys.exit(1)  # run.py lists the runs that did not finish (common.command.report_failed_multirun)
     return score
+
+
+def _local_multirun_dir() -> str | None:
+    """The sweep directory when this run is a job of a multirun that Hydra's basic launcher runs in this
+    process (one job after another); None for a single run or a SLURM job (its own process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or "BasicLauncher" not in str(hc.launcher.get("_target_", "")):
+        return None
+    return str(hc.sweep.dir)
 
 
 class _Record:

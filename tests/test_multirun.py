@@ -79,10 +79,11 @@ def test_a_multirun_that_hydra_ends_on_a_failed_job_lists_the_runs_that_did_not_
 
 
 def test_a_local_multirun_with_a_run_stopped_by_sigterm_exits_non_zero_naming_it(tmp_path):
-    """Without the check, the stopped run returned normally and the multirun exited 0 in silence."""
+    """Without the check, the stopped run returned normally and the multirun exited 0 in silence; and the
+    signal stops the sweep: the second job never starts (it used to start as if nothing had happened)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "run.py", "-m", "paper=sac", "env=cheetah_run", "debug=smoke", "seed=1",
+        [sys.executable, "run.py", "-m", "paper=sac", "env=cheetah_run", "debug=smoke", "seed=1,2",
          "paper.train.num_frames=100000", f"hydra.sweep.dir={tmp_path}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -100,6 +101,8 @@ def test_a_local_multirun_with_a_run_stopped_by_sigterm_exits_non_zero_naming_it
     assert proc.returncode == 1, err[-3000:]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "preempted"
     assert f"{run_dir}: {STOPPED}; continue with: python run.py resume={run_dir}" in err
+    assert "the multirun stops here on SIGTERM" in err and f"hydra.sweep.dir={tmp_path}" in err
+    assert not (tmp_path / "1_sac_cheetah_run_s2").exists()
 
 
 def test_run_json_records_the_users_command_inside_a_submitit_job(tmp_path):
