@@ -117,3 +117,29 @@ def test_bad_online_settings_are_one_line_exit_2(
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_switch_curve_starts_at_the_last_offline_row_and_the_plot_cli(tmp_path: Path) -> None:
+    def run(name: str, scores: list[float], steps: list[int]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rows = [
+            {"step": 0, "env_steps": 0, "online": 0.0, "normalized_score": -1.0},  # offline
+            {"step": 5, "env_steps": 0, "online": 0.0, "normalized_score": scores[0]},
+        ]  # the hand-over
+        rows += [{"step": 5 + o, "env_steps": o, "online": 1.0, "normalized_score": s}
+                 for o, s in zip(steps, scores[1:], strict=True)]  # fmt: skip
+        (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    a = run("a", [10.0, 8.0, 12.0], [2, 4])
+    x, y = switch.curve(a)
+    assert x.tolist() == [0.0, 2.0, 4.0] and y.tolist() == [10.0, 8.0, 12.0]
+    b = run("b", [20.0, 18.0, 22.0], [2, 4])
+    out = tmp_path / "fig.png"
+    assert (
+        switch.main(["--group", f"A={a},{b}", "--out", str(out), "--window", "3"]) == 0 and out.stat().st_size
+    )
+    c = run("c", [1.0, 2.0, 3.0], [3, 6])  # evaluated at other env steps: not averaged with a
+    assert switch.main(["--group", f"A={a},{c}", "--out", str(out)]) == 2
+    assert switch.main(["--group", "no-dirs", "--out", str(out)]) == 2
