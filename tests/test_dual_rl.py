@@ -272,3 +272,28 @@ def test_killed_recoil_run_resumes_to_identical_metrics(
         "paper.train.eval_every_steps=50",
     )
     assert_kill_and_resume_identical(args, tmp_path)
+
+
+def test_pool_command_writes_recoils_pool_as_a_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python -m common.offline.transforms pool` writes the same pool ReCOIL composes (suboptimal rows, then
+    the seeded expert episodes), readable as `dataset=<suboptimal>_pool<N>-s<seed>` (BC on all data)."""
+    from common.offline.minari_io import check_split, load_dataset, write_dataset
+    from common.offline.mixtures import compose_mixture
+    from common.offline.transforms import main as transforms_main
+    from tests.test_td3bc import toy_data
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    expert, random = toy_data(n=40), toy_data(n=20)
+    write_dataset("toy", "expert", expert, {"algorithm": "test"})
+    write_dataset("toy", "random", random, {"algorithm": "test"})
+    args = ["pool", "--env", "toy", "--pool-expert-episodes", "2", "--seed", "3"]
+    assert transforms_main(args) == 0
+    assert check_split("random_pool2-s3") == "random_pool2-s3"
+    back = load_dataset("toy", "random_pool2-s3")
+    want = compose_mixture(expert, random, 1, 2, 3).pool
+    np.testing.assert_array_equal(back.observations, want.observations)
+    np.testing.assert_array_equal(back.actions, want.actions)
+    assert len(back) == 20 + 2 * 10  # the random rows, then two 10-step expert episodes
+    capsys.readouterr()
+    assert transforms_main(["pool", "--env", "toy", "--suboptimal", "medium"]) == 2  # no such split
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -32,9 +32,9 @@ FORMAT = "rlrepro.d4rl/1"
 DERIVED_SEP = "_"  # a derived split is <D4RL split>_<tag>, e.g. medium-replay_labelled10-lowest50-s0
 
 
-# the tag of a derived split, as common.offline.transforms.action_free_split names it; nothing looser, so a
+# the tag of a derived split, as common.offline.transforms names it (action-free, pool); nothing looser, so a
 # typo such as `medium_replay` is still reported as "not a D4RL split"
-DERIVED_TAG = r"labelled[0-9p]+-(lowest[0-9p]+|random)-s[0-9]+"
+DERIVED_TAG = r"(labelled[0-9p]+-(lowest[0-9p]+|random)|pool[0-9]+)-s[0-9]+"  # also: a ReCOIL pool
 
 
 def check_split(split: Any) -> str:

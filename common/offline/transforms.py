@@ -130,7 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     af.add_argument("--quantile", type=float, default=0.5, help="rule lowest: the return quantile drawn from")
     af.add_argument("--seed", type=int, default=0)
     af.add_argument("--overwrite", action="store_true")
+    pool = sub.add_parser(
+        "pool",
+        help="write ReCOIL's pool (a suboptimal split + expert episodes) as a split, e.g. for BC on all data",
+    )
+    pool.add_argument("--env", required=True)
+    pool.add_argument("--expert", default="expert")
+    pool.add_argument("--suboptimal", default="random")
+    pool.add_argument("--pool-expert-episodes", type=int, default=200)
+    pool.add_argument("--seed", type=int, default=1, help="as papers/dual_rl's paper.mixture_seed")
+    pool.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "pool":
+        return write_pool(args)
     try:
         check_selection(args.labelled, args.rule, args.quantile)
         check_split(args.split)
@@ -148,6 +160,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{dataset_id(args.env, split)}: {len(labelled)}/{len(data.episode_starts)} labelled -> {path}")
+    return 0
+
+
+def write_pool(args: argparse.Namespace) -> int:
+    """ReCOIL's pool (common/offline/mixtures.py, the same seeded episode choice as `paper.mixture_seed`) as
+    the split ``<suboptimal>_pool<N>-s<seed>``: the data "BC on all data" learns from in results/dual_rl."""
+    from common.offline.minari_io import check_split, dataset_id, load_dataset, write_dataset
+    from common.offline.mixtures import compose_mixture
+
+    try:
+        for split in (args.expert, args.suboptimal):
+            check_split(split)
+        expert, suboptimal = load_dataset(args.env, args.expert), load_dataset(args.env, args.suboptimal)
+        try:
+            mix = compose_mixture(expert, suboptimal, 1, args.pool_expert_episodes, args.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        split = f"{args.suboptimal}_pool{args.pool_expert_episodes}-s{args.seed}"
+        info = {
+            "algorithm": "rlrepro ReCOIL pool (common.offline.mixtures)",
+            "source": [dataset_id(args.env, args.suboptimal), dataset_id(args.env, args.expert)],
+            "pool": mix.info,
+            "policy": suboptimal.metadata.get("policy"),
+        }
+        path = write_dataset(args.env, split, mix.pool, info, overwrite=args.overwrite)
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{dataset_id(args.env, split)}: {len(mix.pool)} transitions -> {path}")
     return 0
 
 
