@@ -112,6 +112,16 @@ class EndRun(Exception):
         self.state = state
 
 
+def slurm_job_id() -> str | None:
+    """This process's SLURM job as squeue, scancel and scontrol name it, or None outside SLURM. An array
+    task is `<array id>_<task id>`: its bare SLURM_JOB_ID can equal the array's id (SLURM gives the array's
+    id to one of its tasks), and those commands given the array's id act on every task of the array."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def requeue_after_stop(signum: int | None) -> str | None:
     """After a run stopped on SIGUSR2 inside a SLURM job (submitit's and `sbatch --signal` time-limit and
     preemption warning), put the job back in the queue; its next start continues the run from its
@@ -127,7 +137,7 @@ def requeue_after_stop(signum: int | None) -> str | None:
     if callable(signal.getsignal(signal.SIGUSR2)):
         signal.raise_signal(signal.SIGUSR2)  # submitit: requeues, then sys.exit
         return "handler"
-    job = os.environ["SLURM_JOB_ID"]
+    job = slurm_job_id()
     if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in sys.argv[1:]):
         # the default run directory has a time stamp: a requeued `run.py` would start a new run elsewhere
         print(
@@ -276,7 +286,7 @@ def new_run_info(cfg: DictConfig) -> dict[str, Any]:
         "torch": torch.__version__,
         "command": os.environ.get("RLREPRO_COMMAND") or " ".join(sys.argv),  # the user's, not submitit's
         "wandb_id": uuid.uuid4().hex[:8],
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": slurm_job_id(),  # `<array>_<task>` for an array task: what squeue/scancel take
         "packages": package_versions(),
         "hardware": hardware(),
     }

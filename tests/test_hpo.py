@@ -303,3 +303,53 @@ def test_a_retried_trial_takes_the_lost_ones_place_in_the_budget():
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # runs the waiting retry
     assert study.trials[-1].user_attrs["retry_of"] == 1
     assert _counted(study) == 3 and not _to_run(study, spec)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SLURM_JOB_ID": "50", "SLURM_ARRAY_JOB_ID": "50", "SLURM_ARRAY_TASK_ID": "1"}, "50_1"),
+        ({"SLURM_JOB_ID": "51", "SLURM_ARRAY_JOB_ID": "50", "SLURM_ARRAY_TASK_ID": "0"}, "50_0"),
+        ({"SLURM_JOB_ID": "47"}, "47"),
+        ({}, None),
+    ],
+)
+def test_a_slurm_job_is_named_so_that_commands_reach_that_task_alone(monkeypatch, env, expected):
+    """SLURM gives an array's own id to one of its tasks; `scancel 50` or `squeue -j 50` then act on every
+    task of array 50, so an array task is named `<array>_<task>`."""
+    from common.hpo.study import owner
+    from common.runtime import slurm_job_id
+
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert slurm_job_id() == expected and owner()["slurm_job"] == expected
+
+
+def _fake_squeue(tmp_path: Path, monkeypatch, output: str) -> Path:
+    """A `squeue` first on PATH that records its arguments and prints `output`."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "bin" / "squeue"
+    script.parent.mkdir()
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nprintf "{output}"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("output", "alive"),
+    [("RUNNING\\n", True), ("COMPLETING\\n", True), ("CANCELLED\\n", False), ("", False),
+     ("CANCELLED\\nRUNNING\\n", True)],
+)  # fmt: skip
+def test_a_workers_job_is_alive_while_squeue_shows_it_live(tmp_path, monkeypatch, output, alive):
+    """Before: an array-wide answer (one line per task) was never a live state, so a running worker's trial
+    was failed and retried by the other worker."""
+    from common.hpo.study import _owner_alive
+
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    calls = _fake_squeue(tmp_path, monkeypatch, output)
+    assert _owner_alive({"host": "elsewhere", "pid": 1, "slurm_job": "50_1", "slurm_restart": "0"}) is alive
+    assert calls.read_text().split() == ["-h", "-j", "50_1", "-o", "%T"]

@@ -49,6 +49,13 @@ if ! alive "$DB_DIR/mariadbd.pid"; then
     </dev/null >/dev/null 2>&1 &
   wait_for 30 mariadbd mariadb -uroot -e 'select 1'
 fi
+# A controller without saved state numbers jobs from 1 again; the job records an earlier cluster left in the
+# database would then answer `sacct -j N` for a new job N (submitit read a finished job as its own and gave
+# up on a running worker), so the accounting of such an earlier cluster goes.
+if [ ! -e "$SLURM_DIR/state/job_state" ] && ! alive "$SLURM_DIR/slurmctld.pid"; then
+  if alive "$SLURM_DIR/slurmdbd.pid"; then kill "$(cat "$SLURM_DIR/slurmdbd.pid")"; sleep 1; fi
+  mariadb -uroot -e "DROP DATABASE IF EXISTS slurm_acct_db;"
+fi
 DB_PASS="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export DB_PASS
 mariadb -uroot -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';

@@ -290,16 +290,20 @@ def _to_run(study: optuna.Study, spec: StudySpec) -> bool:
 
 def owner() -> dict[str, Any]:
     """Who runs a trial: checked when a study resumes, to tell a live worker from a dead one."""
+    from common.runtime import slurm_job_id
+
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job": slurm_job_id(),  # `<array>_<task>` for a worker of an array: that task alone
         "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),  # a requeued job is another owner
     }
 
 
 def _owner_alive(who: dict[str, Any]) -> bool:
-    if who.get("slurm_job") and who["slurm_job"] == os.environ.get("SLURM_JOB_ID"):
+    from common.runtime import slurm_job_id
+
+    if who.get("slurm_job") and who["slurm_job"] == slurm_job_id():
         # this job, requeued since (another restart count): the process that ran the trial is gone
         return who.get("slurm_restart") == os.environ.get("SLURM_RESTART_COUNT", "0")
     if who.get("slurm_job"):
@@ -315,7 +319,7 @@ def _owner_alive(who: dict[str, Any]) -> bool:
         if out.returncode != 0:  # a job SLURM forgot is gone; a controller that does not answer tells nothing
             return "Invalid job id" not in out.stderr
         live = ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING", "REQUEUED")
-        return out.stdout.strip() in live
+        return any(state.strip() in live for state in out.stdout.splitlines())
     if who.get("host") != socket.gethostname():
         return True  # cannot tell: leave it
     try:
