@@ -132,12 +132,12 @@ def requeue_after_stop(signum: int | None) -> str | None:
     limits against `max_num_timeout`) and exits: the signal is raised again for it and this call does not
     return. Any other SLURM job is requeued with `scontrol requeue`.
     """
-    if signum != signal.SIGUSR2 or "SLURM_JOB_ID" not in os.environ:
+    job = slurm_job_id()
+    if signum != signal.SIGUSR2 or job is None:
         return None
     if callable(signal.getsignal(signal.SIGUSR2)):
         signal.raise_signal(signal.SIGUSR2)  # submitit: requeues, then sys.exit
         return "handler"
-    job = slurm_job_id()
     if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in sys.argv[1:]):
         # the default run directory has a time stamp: a requeued `run.py` would start a new run elsewhere
         print(
