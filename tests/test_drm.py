@@ -6,7 +6,6 @@ import copy
 import io
 import math
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -427,11 +426,9 @@ def test_per_task_values_come_from_paper_env_files() -> None:
 @pytest.mark.parametrize("env", ["dog", pytest.param("cheetah_run", marks=pytest.mark.slow)])
 def test_smoke_run_perturbs_and_logs_the_dormant_ratio(env: str, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    t0 = time.perf_counter()
     # smoke: 200 agent steps, updates every 2 steps from step 50; a perturbation at step 100
     args = ("paper=drm", f"env={env}", "debug=smoke", "paper.agent.perturb_interval=100")
-    run_cli(*args, f"hydra.run.dir={run_dir}", check=True, timeout=120)
-    assert time.perf_counter() - t0 < 90
+    run_cli(*args, f"hydra.run.dir={run_dir}", check=True, timeout=240)  # a hang fails; speed is bench/'s
     train, evals = read_metrics(run_dir / "train.jsonl"), read_metrics(run_dir / "eval.jsonl")
     perturbed = [row for row in train if "perturb_factor" in row]
     assert len(perturbed) == 1 and 0.2 <= perturbed[0]["perturb_factor"] <= 1.0
