@@ -372,3 +372,38 @@ def test_analysis_table_rows_and_family_means_by_hand(tmp_path) -> None:
     assert e["value_family"] == pytest.approx(0.4)  # (0.2 + 0.4 + 0.6) / 3
     assert "constraint_family" not in e  # cql and crr did not run
     assert analysis.main(["table", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_analysis_joins_runs_of_the_same_datasets_and_refuses_others(tmp_path) -> None:
+    """A second run of the same seed with other learners (datasets reused) joins the first one's rows, and the
+    families are computed over the joined row; another dataset under the same key, or a learner twice, is a
+    one-line error; --figure writes the pooled scatter plot."""
+    import json
+
+    from papers.dataset_perspective import analysis
+
+    def write(name: str, learners: dict, tq: float = 1.0, ident: str = "rlrepro/cartpole/x-expert-s2-v0"):
+        results = {
+            "env": "cartpole",
+            "seed": 2,
+            "datasets": {"expert": {"tq": tq, "saco": 0.1, "id": ident}},
+            "learners": {k: {"expert": {"normalized_return": v}} for k, v in learners.items()},
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+        return str(tmp_path / name)
+
+    first = write("a", {"bc": 0.9, "dqn": 0.2, "qrdqn": 0.4})
+    second = write("b", {"rem": 0.6, "bve": 0.7, "mce": 0.3})
+    out, fig = tmp_path / "t.json", tmp_path / "fig.png"
+    assert analysis.main(["table", first, second, "--out", str(out), "--figure", str(fig)]) == 0
+    row = json.loads(out.read_text())["cartpole/expert/s2"]
+    assert {k: row[k] for k in ("bc", "rem", "bve", "mce")} == {"bc": 0.9, "rem": 0.6, "bve": 0.7, "mce": 0.3}
+    assert row["value_family"] == pytest.approx(0.4)  # dqn from one run, qrdqn and rem from the other
+    assert fig.stat().st_size > 10_000
+    other_tq = write("c", {"cql": 0.5}, tq=0.5)
+    other_id = write("d", {"crr": 0.5}, ident="rlrepro/cartpole/y-expert-s2-v0")
+    again = write("e", {"bc": 0.1})
+    for bad in (other_tq, other_id, again):
+        out.unlink(missing_ok=True)
+        assert analysis.main(["table", first, bad, "--out", str(out)]) == 2 and not out.exists()
