@@ -115,7 +115,7 @@ def figure(rows_: dict[str, dict[str, float]], path: Path) -> None:
                 slope, icept = np.polyfit(pts[:, 0], pts[:, 1], 1)
                 xs = np.linspace(pts[:, 0].min(), pts[:, 0].max(), 2)
                 ax.plot(xs, slope * xs + icept, color=color, lw=1)
-        ax.set_xlabel(measure.upper())
+        ax.set_xlabel({"tq": "TQ", "saco": "SACo"}[measure])
         ax.axhline(1.0, color="silver", lw=0.8)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("normalised return (best evaluation)")
