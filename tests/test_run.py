@@ -22,9 +22,7 @@ SMOKE = ("paper=drqv2", "debug=smoke")
 @pytest.mark.parametrize("env", ["cheetah_run", pytest.param("dog", marks=pytest.mark.slow)])
 def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
     run_dir = tmp_path / "run"
-    t0 = time.perf_counter()
-    proc = run_cli(*SMOKE, f"env={env}", f"hydra.run.dir={run_dir}", check=True, timeout=120)
-    assert time.perf_counter() - t0 < 60, "a smoke run must finish in under a minute"
+    proc = run_cli(*SMOKE, f"env={env}", f"hydra.run.dir={run_dir}", check=True, timeout=240)  # speed: bench/
     assert (run_dir / "config.yaml").exists() and (run_dir / "run.json").exists()
     evals = read_metrics(run_dir / "eval.jsonl")
     assert len(evals) >= 2 and evals[0]["frame"] == 0 and evals[-1]["frame"] == 400
@@ -32,6 +30,8 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
     assert all(row["episode_length"] == 50 for row in train)  # max_episode_frames 100 / repeat 2
     assert [row["frame"] for row in train] == [100, 200, 300, 400]  # every episode, the last one included
     assert any("critic_loss" in row for row in train), "updates happened and were logged"
+    # 200 agent steps; updates from step 50 (seed_frames 100 / repeat 2), every 2 steps: 75 updates
+    assert train[-1]["updates"] == 75
     assert (run_dir / "checkpoints" / "latest").exists()
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["score"] == evals[-1]["episode_return"]
@@ -39,7 +39,7 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
 
 
 def test_killed_run_resumes_to_identical_metrics(tmp_path):
-    args = (*SMOKE, "env=cheetah_run", "paper.train.num_frames=600", "checkpoint.every_frames=200")
+    args = (*SMOKE, "env=cheetah_run", "paper.train.num_frames=400", "checkpoint.every_frames=200")
     assert_kill_and_resume_identical(args, tmp_path)
 
 
@@ -238,10 +238,10 @@ def test_wandb_offline_mirror_lives_in_the_run_directory(tmp_path):
     assert read_metrics(run_dir / "eval.jsonl")  # the files stay the source of truth
 
 
-@pytest.mark.parametrize("per_step", [1, 3])
-def test_update_to_data_ratio(per_step, tmp_path):
-    # smoke: 200 agent steps; updates from step 50 (seed_frames 100 / repeat 2), every 2 steps → 75 calls
+def test_update_to_data_ratio(tmp_path):
+    # smoke: 75 update calls (test_smoke_run_leaves_a_complete_run_directory counts them at one per call)
     run_dir = tmp_path / "run"
-    run_cli(*SMOKE, "env=cheetah_run", f"paper.train.updates_per_step={per_step}", f"hydra.run.dir={run_dir}",
-            check=True)  # fmt: skip
-    assert read_metrics(run_dir / "train.jsonl")[-1]["updates"] == 75 * per_step
+    run_cli(
+        *SMOKE, "env=cheetah_run", "paper.train.updates_per_step=3", f"hydra.run.dir={run_dir}", check=True
+    )
+    assert read_metrics(run_dir / "train.jsonl")[-1]["updates"] == 75 * 3
