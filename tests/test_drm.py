@@ -32,6 +32,7 @@ from papers.drm.agent import (
     perturb_linear_,
 )
 from tests.conftest import metric_rows, run_cli
+from tests.test_smoke import check_drm
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -435,6 +436,7 @@ def test_smoke_run_perturbs_and_logs_the_dormant_ratio(env: str, tmp_path) -> No
     assert all("actor_dormant_ratio" in row for row in train if row["updates"] > 0)
     assert evals[0]["dormant_ratio"] == 1.0 and all(0.0 <= row["dormant_ratio"] <= 1.0 for row in evals)
     assert evals[-1]["perturbations"] == 1 and all("exploration_std" in row for row in evals)
+    check_drm(run_dir)  # test_smoke's checks (it leaves DrM to this test)
 
     if env == "cheetah_run":  # rewind to the checkpoint taken before the perturbation step, resume: same rows
         rewound = tmp_path / "rewound"

@@ -29,7 +29,9 @@ def test_smoke_run_leaves_a_complete_run_directory(env, tmp_path):
     train = read_metrics(run_dir / "train.jsonl")
     assert all(row["episode_length"] == 50 for row in train)  # max_episode_frames 100 / repeat 2
     assert [row["frame"] for row in train] == [100, 200, 300, 400]  # every episode, the last one included
-    assert any("critic_loss" in row for row in train), "updates happened and were logged"
+    learned = [row for row in train if row["updates"] > 0]  # updates happened and were logged
+    assert learned and all({"critic_loss", "actor_loss", "actor_stddev"} <= set(row) for row in learned)
+    assert list((run_dir / "checkpoints").glob("*/replay")), "the replay is checkpointed"
     # 200 agent steps; updates from step 50 (seed_frames 100 / repeat 2), every 2 steps: 75 updates
     assert train[-1]["updates"] == 75
     assert (run_dir / "checkpoints" / "latest").exists()

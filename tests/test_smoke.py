@@ -178,8 +178,12 @@ CASES: dict[str, Case] = {
     "dqn": Case("minatar", check_value_learner(1)),  # Huber: one value per action
     "dual_rl": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss"), OFFLINE),  # f-DVL
     "distributional_dp": Case("mdp_gamble", check_distributional_dp),
-    "drm": Case("cartpole_swingup", check_drm),
-    "drqv2": Case("cartpole_swingup", check_replay_learner("critic_loss", "actor_loss", "actor_stddev")),
+    "drm": Case(
+        "cartpole_swingup", check_drm, skip="tests/test_drm.py runs it on dog (check_drm's checks too)"
+    ),
+    "drqv2": Case(
+        "cheetah_run", skip="tests/test_run.py runs it, checks its run directory, kills and resumes it"
+    ),
     "effective_horizon": Case("mdp_chain", check_effective_horizon),
     "hl_gauss": Case("minatar", check_value_learner(51)),  # HL-Gauss: 51 logits per action
     "iql": Case("hopper", check_offline("value_loss", "critic_loss", "actor_loss", "adv_weight"), OFFLINE),
