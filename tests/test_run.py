@@ -247,9 +247,9 @@ def test_wandb_offline_mirror_lives_in_the_run_directory(tmp_path):
 
 
 def test_update_to_data_ratio(tmp_path):
-    # smoke: 75 update calls (test_smoke_run_leaves_a_complete_run_directory counts them at one per call)
+    # the shared replay loop on a cheap state task: SAC smoke on pendulum steps 400 times (action repeat 1)
+    # and updates on every step from step 100 (seed_frames): 300 steps x 3 updates
     run_dir = tmp_path / "run"
-    run_cli(
-        *SMOKE, "env=cheetah_run", "paper.train.updates_per_step=3", f"hydra.run.dir={run_dir}", check=True
-    )
-    assert read_metrics(run_dir / "train.jsonl")[-1]["updates"] == 75 * 3
+    run_cli("paper=sac", "env=pendulum", "debug=smoke", "paper.train.updates_per_step=3",
+            f"hydra.run.dir={run_dir}", check=True)  # fmt: skip
+    assert read_metrics(run_dir / "train.jsonl")[-1]["updates"] == 300 * 3
