@@ -407,3 +407,29 @@ def test_analysis_joins_runs_of_the_same_datasets_and_refuses_others(tmp_path) -
     for bad in (other_tq, other_id, again):
         out.unlink(missing_ok=True)
         assert analysis.main(["table", first, bad, "--out", str(out)]) == 2 and not out.exists()
+
+
+def test_analysis_joins_runs_whose_tq_is_undefined(tmp_path) -> None:
+    """TQ is NaN when the online run never beat random; two runs on that same dataset still join (NaN
+    equals NaN here, not "another dataset"), and the dataset without a TQ gives no row."""
+    import json
+
+    from papers.dataset_perspective import analysis
+
+    dirs = []
+    for name, learner in (("a", "bc"), ("b", "bve")):
+        results = {
+            "env": "acrobot",
+            "seed": 0,
+            "datasets": {
+                "random": {"tq": float("nan"), "saco": 0.5, "id": "rlrepro/acrobot/r-s0-v0"},
+                "expert": {"tq": 1.0, "saco": 0.2, "id": "rlrepro/acrobot/e-s0-v0"},
+            },
+            "learners": {
+                learner: {"random": {"normalized_return": 0.3}, "expert": {"normalized_return": 0.9}}
+            },
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+        dirs.append(tmp_path / name)
+    assert analysis.table(dirs) == {"acrobot/expert/s0": {"tq": 1.0, "saco": 0.2, "bc": 0.9, "bve": 0.9}}

@@ -61,10 +61,9 @@ def _finish(ident: dict[str, Any], scores: dict[str, float]) -> dict[str, float]
     return row
 
 
-def rows(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The table rows of one run's results.json."""
-    finished = {key: _finish(*pair) for key, pair in _learner_rows(results).items()}
-    return {key: row for key, row in finished.items() if row is not None}
+def _same_dataset(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same Minari id and the same TQ and SACo (NaN, an undefined TQ, equals NaN)."""
+    return a["id"] == b["id"] and all(a[m] == b[m] or (np.isnan(a[m]) and np.isnan(b[m])) for m in MEASURES)
 
 
 def table(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
@@ -78,7 +77,7 @@ def table(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
                 merged[key] = (ident, dict(scores))
                 continue
             seen, have = merged[key]
-            if seen != ident:
+            if not _same_dataset(seen, ident):
                 raise ConfigError(
                     f"{d}: {key} is another dataset than in an earlier run ({ident} vs {seen}); join only "
                     f"runs that share their datasets (same seed and settings)"
@@ -93,7 +92,7 @@ def table(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
     return out
 
 
-def figure(rows_: dict[str, dict[str, float]], path: Path) -> None:
+def figure(table_rows: dict[str, dict[str, float]], path: Path) -> None:
     """Each learner's normalised return against TQ and SACo, one marker per (dataset, seed) row, with the
     learner's least-squares line: the paper's scatter plots pooled over seeds."""
     import matplotlib
@@ -102,11 +101,11 @@ def figure(rows_: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     skip = set(MEASURES) | set(FAMILIES)
-    learners = sorted({k for row in rows_.values() for k in row} - skip)
+    learners = sorted({k for row in table_rows.values() for k in row} - skip)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, measure in zip(axes, MEASURES, strict=True):
         for i, name in enumerate(learners):
-            pts = np.array([(r[measure], r[name]) for r in rows_.values() if measure in r and name in r])
+            pts = np.array([(r[measure], r[name]) for r in table_rows.values() if measure in r and name in r])
             if len(pts) == 0:
                 continue
             color = plt.get_cmap("tab10")(i % 10)
@@ -120,7 +119,7 @@ def figure(rows_: dict[str, dict[str, float]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("normalised return (best evaluation)")
     axes[1].legend(fontsize="small", ncol=3)
-    fig.suptitle(f"offline learners against dataset TQ and SACo ({len(rows_)} dataset x seed rows)")
+    fig.suptitle(f"offline learners against dataset TQ and SACo ({len(table_rows)} dataset x seed rows)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
